@@ -1,0 +1,108 @@
+//! Built-in world throughput: env steps per second on one core with a
+//! random-admissible-action policy (`cargo bench --bench world`).
+//!
+//! `step_text` is the agent-facing path: the admissible list (typed), one
+//! random pick rendered to its command text, then `Game::step(&str)` (parse,
+//! apply, observation text). `step_typed` skips the text round trip.
+//! `admissible_strings` uses the slower, string-returning debugging surface.
+
+use divan::counter::ItemsCount;
+use divan::Bencher;
+use mpo_run::env::builtin::{Action, Game, Split};
+
+fn main() {
+    divan::main();
+}
+
+const STEPS: usize = 10_000;
+
+fn games() -> Vec<Game> {
+    (0..64)
+        .map(|i| Game::new(Split::Train, i * 37).with_max_steps(50))
+        .collect()
+}
+
+/// SplitMix64, to pick actions without pulling in a rand crate.
+fn next(s: &mut u64) -> u64 {
+    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[divan::bench]
+fn step_text(bencher: Bencher) {
+    let pool = games();
+    bencher.counter(ItemsCount::new(STEPS)).bench_local(|| {
+        let mut rng = 1u64;
+        let mut k = 0;
+        let mut g = pool[0].clone();
+        let mut acts: Vec<Action> = Vec::with_capacity(64);
+        let mut text = String::with_capacity(64);
+        let mut total = 0usize;
+        for _ in 0..STEPS {
+            if g.done() {
+                k = (k + 1) % pool.len();
+                g = pool[k].clone();
+            }
+            g.admissible_into(&mut acts);
+            let a = acts[(next(&mut rng) % acts.len() as u64) as usize];
+            g.write_action(a, &mut text);
+            total += g.step(&text).observation.len();
+        }
+        divan::black_box(total)
+    });
+}
+
+#[divan::bench]
+fn step_typed(bencher: Bencher) {
+    let pool = games();
+    bencher.counter(ItemsCount::new(STEPS)).bench_local(|| {
+        let mut rng = 2u64;
+        let mut k = 0;
+        let mut g = pool[0].clone();
+        let mut acts: Vec<Action> = Vec::with_capacity(64);
+        let mut total = 0usize;
+        for _ in 0..STEPS {
+            if g.done() {
+                k = (k + 1) % pool.len();
+                g = pool[k].clone();
+            }
+            g.admissible_into(&mut acts);
+            let a = acts[(next(&mut rng) % acts.len() as u64) as usize];
+            total += g.apply(a).observation.len();
+        }
+        divan::black_box(total)
+    });
+}
+
+#[divan::bench]
+fn admissible_strings(bencher: Bencher) {
+    let pool = games();
+    bencher.counter(ItemsCount::new(1000usize)).bench_local(|| {
+        let mut rng = 3u64;
+        let mut k = 0;
+        let mut g = pool[0].clone();
+        let mut total = 0usize;
+        for _ in 0..1000 {
+            if g.done() {
+                k = (k + 1) % pool.len();
+                g = pool[k].clone();
+            }
+            let adm = g.admissible_actions();
+            let a = &adm[(next(&mut rng) % adm.len() as u64) as usize];
+            total += g.step(a).observation.len();
+        }
+        divan::black_box(total)
+    });
+}
+
+#[divan::bench(sample_count = 20)]
+fn generate_task(bencher: Bencher) {
+    let mut i = 0;
+    bencher.bench_local(|| {
+        i = (i + 1) % Split::Train.size();
+        divan::black_box(Game::new(Split::Train, i))
+    });
+}

@@ -1,0 +1,244 @@
+//! Prompt sets and the released assembly of an agent's first message.
+//!
+//! The "first" format (shared/reference/README.md): one user message
+//! `{instruction}\n---\nHere is an example.\n\n{example}\n---\n\nNow, it's your
+//! turn and here is the task.\n{task}`, where `{example}` concatenates the
+//! 1-shot messages, each user message (the task, then observations) followed
+//! by a blank line and each assistant turn by a single newline.
+//!
+//! Meta-plan insertion (Table 4):
+//! - `instruction`: `\n\n{phrase}\n{plan}` follows the task;
+//! - `observation`: the same text follows every successful observation;
+//! - `thought`: a trailing assistant message `{thought_phrase}\n{plan}\nThought: `
+//!   that the model continues; only the continuation is kept in history.
+//!
+//! Prompt sets ship embedded (`prompts/released`, the default, and
+//! `prompts/paper`, the paper's wording); a spec may point at its own
+//! directory with the same file names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::model::{Message, Role};
+use crate::spec::Insertion;
+
+/// The environment family a prompt set is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Alfworld,
+    Sciworld,
+}
+
+impl Family {
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Alfworld => "alfworld",
+            Family::Sciworld => "sciworld",
+        }
+    }
+}
+
+/// Instruction, in-context examples and planner prompt of one environment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptSet {
+    pub name: String,
+    pub instruction: String,
+    /// Task-type key → examples, each a list of messages.
+    pub icl: BTreeMap<String, Vec<Vec<Message>>>,
+    pub planner: String,
+    /// Sentence before a plan in the instruction or an observation.
+    pub plan_phrase: String,
+    /// Sentence before a plan in a thought prefill.
+    pub thought_phrase: String,
+}
+
+const EMBEDDED: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "released",
+        "alfworld",
+        include_str!("../../prompts/released/alfworld_instruction.txt"),
+        include_str!("../../prompts/released/alfworld_icl.json"),
+        include_str!("../../prompts/released/alfworld_planner.txt"),
+    ),
+    (
+        "released",
+        "sciworld",
+        include_str!("../../prompts/released/sciworld_instruction.txt"),
+        include_str!("../../prompts/released/sciworld_icl.json"),
+        include_str!("../../prompts/released/sciworld_planner.txt"),
+    ),
+    (
+        "paper",
+        "alfworld",
+        include_str!("../../prompts/paper/alfworld_instruction.txt"),
+        include_str!("../../prompts/paper/alfworld_icl.json"),
+        include_str!("../../prompts/paper/alfworld_planner.txt"),
+    ),
+    (
+        "paper",
+        "sciworld",
+        include_str!("../../prompts/paper/sciworld_instruction.txt"),
+        include_str!("../../prompts/paper/sciworld_icl.json"),
+        include_str!("../../prompts/paper/sciworld_planner.txt"),
+    ),
+];
+
+fn phrases(set: &str) -> (String, String) {
+    let noun = if set == "paper" { "meta plan" } else { "workflow" };
+    (
+        format!("This {noun} maybe helpful for you to complete the task:"),
+        format!("This {noun} maybe helpful to complete the task:"),
+    )
+}
+
+fn parse_icl(text: &str, origin: &str) -> Result<BTreeMap<String, Vec<Vec<Message>>>> {
+    let raw: serde_json::Value = serde_json::from_str(text).with_context(|| format!("`{origin}` is not JSON"))?;
+    let to_examples = |v: &serde_json::Value| -> Result<Vec<Vec<Message>>> {
+        // Either a list of examples (lists of messages) or one example.
+        let arr = v.as_array().ok_or_else(|| anyhow!("`{origin}`: examples must be a list"))?;
+        if arr.first().is_some_and(|x| x.is_object()) {
+            Ok(vec![serde_json::from_value(v.clone())?])
+        } else {
+            Ok(serde_json::from_value(v.clone())?)
+        }
+    };
+    let mut out = BTreeMap::new();
+    match &raw {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                out.insert(k.clone(), to_examples(v)?);
+            }
+        }
+        other => {
+            out.insert("default".to_string(), to_examples(other)?);
+        }
+    }
+    Ok(out)
+}
+
+impl PromptSet {
+    /// An embedded set: `released` (default) or `paper`.
+    pub fn embedded(set: &str, family: Family) -> Result<Self> {
+        let (_, _, inst, icl, planner) = EMBEDDED
+            .iter()
+            .find(|(s, f, ..)| *s == set && *f == family.prefix())
+            .ok_or_else(|| anyhow!("unknown prompt set `{set}`; embedded sets: `released`, `paper`"))?;
+        let (plan_phrase, thought_phrase) = phrases(set);
+        Ok(Self {
+            name: set.to_string(),
+            instruction: inst.to_string(),
+            icl: parse_icl(icl, &format!("prompts/{set}/{}_icl.json", family.prefix()))?,
+            planner: planner.to_string(),
+            plan_phrase,
+            thought_phrase,
+        })
+    }
+
+    /// A set from a directory with the same file names as `prompts/released`.
+    pub fn from_dir(dir: &Path, family: Family) -> Result<Self> {
+        let read = |suffix: &str| {
+            let p = dir.join(format!("{}_{suffix}", family.prefix()));
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read prompt file `{}`", p.display()))
+        };
+        let (plan_phrase, thought_phrase) = phrases("released");
+        Ok(Self {
+            name: dir.display().to_string(),
+            instruction: read("instruction.txt")?,
+            icl: parse_icl(&read("icl.json")?, &dir.display().to_string())?,
+            planner: read("planner.txt")?,
+            plan_phrase,
+            thought_phrase,
+        })
+    }
+
+    /// The 1-shot example for a task type (the first example of its key, or
+    /// of the only key).
+    pub fn example(&self, key: &str) -> Result<&[Message]> {
+        let examples = self
+            .icl
+            .get(key)
+            .or_else(|| if self.icl.len() == 1 { self.icl.values().next() } else { None })
+            .ok_or_else(|| anyhow!("prompt set `{}` has no in-context example for `{key}`", self.name))?;
+        examples.first().map(Vec::as_slice).ok_or_else(|| anyhow!("empty example list for `{key}`"))
+    }
+
+    /// The planner's prompt for a task.
+    pub fn planner_prompt(&self, task: &str) -> String {
+        self.planner.replace("{task}", task)
+    }
+}
+
+/// The released concatenation of an example's messages.
+pub fn render_example(messages: &[Message]) -> String {
+    let mut out = String::new();
+    for m in messages {
+        out.push_str(&m.content);
+        out.push_str(if m.role == Role::Assistant { "\n" } else { "\n\n" });
+    }
+    out
+}
+
+/// The opening of an episode: the messages and, for thought insertion, the
+/// assistant text the model continues.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Opening {
+    pub messages: Vec<Message>,
+    pub prefill: Option<String>,
+}
+
+/// Assembles the first message of an episode.
+pub fn opening(set: &PromptSet, example_key: &str, task: &str, plan: Option<&str>, insertion: Insertion) -> Result<Opening> {
+    let example = render_example(set.example(example_key)?);
+    let mut task_text = task.to_string();
+    let mut prefill = None;
+    if let Some(plan) = plan {
+        match insertion {
+            Insertion::Instruction => {
+                task_text.push_str(&format!("\n\n{}\n{plan}", set.plan_phrase));
+            }
+            Insertion::Thought => prefill = Some(format!("{}\n{plan}\nThought: ", set.thought_phrase)),
+            Insertion::Observation => {}
+        }
+    }
+    let first = format!(
+        "{}\n---\nHere is an example.\n\n{example}\n---\n\nNow, it's your turn and here is the task.\n{task_text}",
+        set.instruction
+    );
+    Ok(Opening { messages: vec![Message::user(first)], prefill })
+}
+
+/// The user message answering an action: `Observation: …`, with the plan
+/// appended for observation insertion (successful observations only).
+pub fn observation_message(set: &PromptSet, observation: &str, plan: Option<&str>, insertion: Insertion, ok: bool) -> String {
+    let mut text = format!("Observation: {observation}");
+    if let (Some(plan), Insertion::Observation, true) = (plan, insertion, ok) {
+        text.push_str(&format!("\n\n{}\n{plan}", set.plan_phrase));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_sets_load() {
+        for set in ["released", "paper"] {
+            let a = PromptSet::embedded(set, Family::Alfworld).unwrap();
+            assert_eq!(a.icl.len(), 6);
+            assert!(a.example("look_at_obj").is_ok());
+            let s = PromptSet::embedded(set, Family::Sciworld).unwrap();
+            assert!(s.example("anything").is_ok(), "sciworld has one example for all tasks");
+        }
+        let p = PromptSet::embedded("paper", Family::Alfworld).unwrap();
+        assert!(p.planner.contains("<meta_plan>") && !p.planner.contains("workflow"));
+    }
+
+    #[test]
+    fn example_rendering_follows_the_release_rule() {
+        let m = vec![Message::user("task"), Message::assistant("Action: look"), Message::user("Observation: ok")];
+        assert_eq!(render_example(&m), "task\n\nAction: look\nObservation: ok\n\n");
+    }
+}

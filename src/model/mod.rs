@@ -1,0 +1,108 @@
+//! Chat models: one trait for every kind of model the agent loop, the planner
+//! stages and the judge talk to.
+//!
+//! Kinds: `openai` (OpenAI-compatible HTTP, [`openai`]) and, later, `local`
+//! (burn). A model is identified by [`ChatModel::identity`], a stable string
+//! that goes into item cache keys (never an API key or a URL with secrets).
+
+use serde::{Deserialize, Serialize};
+
+pub mod openai;
+
+/// Who wrote a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+/// One chat message.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+}
+
+impl Message {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self { role: Role::System, content: content.into() }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Self { role: Role::User, content: content.into() }
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self { role: Role::Assistant, content: content.into() }
+    }
+}
+
+/// Sampling parameters of one request. `None` means "the model's default
+/// from the spec".
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub max_tokens: Option<u32>,
+    /// Extra stop strings, added to the model's own.
+    pub stop: Vec<String>,
+    pub seed: Option<u64>,
+    /// Number of completions wanted for this prompt (M plans in one call).
+    pub n: u32,
+}
+
+/// One chat-completion request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    pub params: SamplingParams,
+    /// Text of a trailing assistant message that the model continues
+    /// ("thought" insertion). Only the continuation is returned.
+    pub prefill: Option<String>,
+}
+
+impl ChatRequest {
+    pub fn new(messages: Vec<Message>) -> Self {
+        Self { messages, params: SamplingParams { n: 1, ..Default::default() }, prefill: None }
+    }
+}
+
+/// What a model answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    /// `n` completions, in order.
+    pub texts: Vec<String>,
+    /// Per completion: `stop`, `length`, …
+    pub finish_reasons: Vec<String>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Wall time of the successful call, milliseconds (retries included).
+    pub wall_ms: u64,
+}
+
+/// Errors of one call. A model error fails that item, never the run.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{0}")]
+    Transport(String),
+    #[error("endpoint `{endpoint}` answered HTTP {status}: {body}")]
+    Status { endpoint: String, status: u16, body: String },
+    #[error("malformed response from `{endpoint}`: {detail}")]
+    Malformed { endpoint: String, detail: String },
+    #[error("gave up after {attempts} attempts; last error: {last}")]
+    RetriesExhausted { attempts: u32, last: String },
+    #[error("no endpoint is ready: {0}")]
+    NotReady(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A chat model. Implementations are cheap to share (`Arc<dyn ChatModel>`)
+/// and safe to call from many tasks at once.
+#[async_trait::async_trait]
+pub trait ChatModel: Send + Sync {
+    /// Stable identity for cache keys: kind, model name and every setting
+    /// that changes what it answers (never secrets).
+    fn identity(&self) -> String;
+    async fn chat(&self, request: &ChatRequest) -> Result<Completion, ModelError>;
+}

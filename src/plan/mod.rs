@@ -1,0 +1,337 @@
+//! The plan: a DAG of stage instances (nodes) with content-addressed keys.
+//!
+//! # Cache keys
+//! A node's key is the BLAKE3 hash of the canonical JSON of
+//! `{stage, version, config, inputs}`:
+//! - `stage` — the stage name (`expert`, `seed_plans`, …);
+//! - `version` — a per-stage constant, bumped when the stage's code changes
+//!   what it produces;
+//! - `config` — the slice of the spec the stage reads, as typed values
+//!   (so `m = 5` and `m = 5.0` cannot differ) serialised with sorted keys;
+//! - `inputs` — the keys of the nodes it reads.
+//!
+//! Deliberately not in a key: absolute paths, times, the variant's name, and
+//! spec values the stage does not read (changing `mpo.beta` does not rerun
+//! `expert`). Nodes of different variants with the same key are one node: a
+//! sweep over M shares the SFT planner.
+//!
+//! Items inside a node (one episode, one sampled plan) have keys of their own
+//! (see `store`), so a node that reruns reuses its finished items.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::mpo::{self, Work};
+use crate::spec::Variant;
+use crate::store::Store;
+
+/// A stage instance in the DAG.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub id: usize,
+    pub stage: &'static str,
+    pub version: u32,
+    /// Human name, e.g. `expert[household/train]`.
+    pub label: String,
+    pub config: serde_json::Value,
+    pub inputs: Vec<usize>,
+    pub key: String,
+    /// Variants that use this node.
+    pub variants: Vec<String>,
+    pub work: Work,
+}
+
+/// A node before keys are known; `inputs` index the variant's own drafts.
+#[derive(Clone, Debug)]
+pub struct Draft {
+    pub stage: &'static str,
+    pub version: u32,
+    pub label: String,
+    pub config: serde_json::Value,
+    pub inputs: Vec<usize>,
+    pub work: Work,
+}
+
+/// One variant's view of the plan.
+#[derive(Clone, Debug)]
+pub struct VariantPlan {
+    pub name: String,
+    pub overrides: Vec<(String, toml::Value)>,
+    pub nodes: Vec<usize>,
+}
+
+/// The whole DAG of an experiment.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub experiment: String,
+    pub results_dir: String,
+    pub reports_dir: String,
+    pub nodes: Vec<Node>,
+    pub variants: Vec<VariantPlan>,
+}
+
+/// The canonical cache key of a node.
+pub fn cache_key(stage: &str, version: u32, config: &serde_json::Value, inputs: &[String]) -> String {
+    // serde_json's map is a BTreeMap (no `preserve_order`): keys are sorted,
+    // so the serialisation is canonical.
+    let canonical = serde_json::json!({
+        "stage": stage,
+        "version": version,
+        "config": config,
+        "inputs": inputs,
+    });
+    short_hash(&canonical.to_string())
+}
+
+/// 20 hex digits of BLAKE3.
+pub fn short_hash(text: &str) -> String {
+    blake3::hash(text.as_bytes()).to_hex()[..20].to_string()
+}
+
+impl Plan {
+    /// Builds the DAG of all variants, sharing identical nodes.
+    pub fn build(variants: &[Variant]) -> Result<Plan> {
+        let first = &variants[0].loaded.spec;
+        let mut plan = Plan {
+            experiment: first.experiment.name.clone(),
+            results_dir: first.experiment.results_dir.clone(),
+            reports_dir: first.experiment.reports_dir.clone(),
+            nodes: vec![],
+            variants: vec![],
+        };
+        let mut by_key: HashMap<String, usize> = HashMap::new();
+        for variant in variants {
+            let drafts = mpo::drafts(&variant.loaded.spec)?;
+            let mut ids: Vec<usize> = Vec::with_capacity(drafts.len());
+            for d in drafts {
+                let inputs: Vec<usize> = d.inputs.iter().map(|&i| ids[i]).collect();
+                let input_keys: Vec<String> =
+                    inputs.iter().map(|&i| plan.nodes[i].key.clone()).collect();
+                let key = cache_key(d.stage, d.version, &d.config, &input_keys);
+                let id = match by_key.get(&key) {
+                    Some(&id) => id,
+                    None => {
+                        let id = plan.nodes.len();
+                        plan.nodes.push(Node {
+                            id,
+                            stage: d.stage,
+                            version: d.version,
+                            label: d.label,
+                            config: d.config,
+                            inputs,
+                            key: key.clone(),
+                            variants: vec![],
+                            work: d.work,
+                        });
+                        by_key.insert(key, id);
+                        id
+                    }
+                };
+                if !plan.nodes[id].variants.contains(&variant.name) {
+                    plan.nodes[id].variants.push(variant.name.clone());
+                }
+                ids.push(id);
+            }
+            plan.variants.push(VariantPlan {
+                name: variant.name.clone(),
+                overrides: variant.overrides.clone(),
+                nodes: ids,
+            });
+        }
+        // Labels name nodes for people and for the index of `dirty_reason`:
+        // make them unique by the first variant that uses each one.
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for n in &plan.nodes {
+            *seen.entry(n.label.clone()).or_default() += 1;
+        }
+        for n in &mut plan.nodes {
+            if seen[&n.label] > 1 {
+                n.label = format!("{}@{}", n.label, n.variants[0]);
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Nodes that must run for `only` (if non-empty: those stages and what
+    /// they need), in topological order (node ids are topological).
+    pub fn selected(&self, only: &[String]) -> Vec<usize> {
+        if only.is_empty() {
+            return (0..self.nodes.len()).collect();
+        }
+        let mut want = vec![false; self.nodes.len()];
+        for n in self.nodes.iter().rev() {
+            if only.iter().any(|s| s == n.stage) {
+                want[n.id] = true;
+            }
+            if want[n.id] {
+                for &i in &n.inputs {
+                    want[i] = true;
+                }
+            }
+        }
+        (0..self.nodes.len()).filter(|&i| want[i]).collect()
+    }
+}
+
+/// What the index remembers of a node from the last time a plan of this
+/// experiment ran, to explain why something reruns.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub key: String,
+    pub config: serde_json::Value,
+    pub inputs: Vec<String>,
+}
+
+/// Label → last key and config, per experiment.
+pub type Index = BTreeMap<String, IndexEntry>;
+
+pub fn load_index(store: &Store, experiment: &str) -> Index {
+    let path = store.root().join(experiment).join("index.json");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+pub fn save_index(store: &Store, plan: &Plan) -> Result<()> {
+    let mut index = load_index(store, &plan.experiment);
+    for n in &plan.nodes {
+        index.insert(
+            n.label.clone(),
+            IndexEntry {
+                key: n.key.clone(),
+                config: n.config.clone(),
+                inputs: n.inputs.iter().map(|&i| plan.nodes[i].label.clone()).collect(),
+            },
+        );
+    }
+    let path = store.root().join(&plan.experiment).join("index.json");
+    crate::store::write_atomic(&path, serde_json::to_string_pretty(&index)?.as_bytes())
+}
+
+/// Why a node is not cached: the config keys that changed since the last
+/// run of this experiment, or the inputs that changed, or "new".
+pub fn dirty_reason(plan: &Plan, node: &Node, index: &Index) -> String {
+    let Some(prev) = index.get(&node.label) else {
+        return "new".into();
+    };
+    if prev.key == node.key {
+        return "not built yet".into();
+    }
+    let mut changes = Vec::new();
+    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
+    flatten("", &prev.config, &mut a);
+    flatten("", &node.config, &mut b);
+    for (k, v) in &b {
+        match a.get(k) {
+            Some(old) if old == v => {}
+            Some(old) => changes.push(format!("`{k}` changed {old} → {v}")),
+            None => changes.push(format!("`{k}` added ({v})")),
+        }
+    }
+    for k in a.keys() {
+        if !b.contains_key(k) {
+            changes.push(format!("`{k}` removed"));
+        }
+    }
+    for &i in &node.inputs {
+        let input = &plan.nodes[i];
+        if index.get(&input.label).is_some_and(|e| e.key != input.key) {
+            changes.push(format!("input `{}` changed", input.label));
+        }
+    }
+    if changes.is_empty() {
+        "stage version changed".into()
+    } else {
+        changes.join(", ")
+    }
+}
+
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&p, v, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_string(), other.to_string());
+        }
+    }
+}
+
+/// Renders the DAG for `--dry-run`: each node with its state, item counts
+/// and inputs, then the variants.
+pub fn render(plan: &Plan, store: &Store, force: &[String]) -> Result<String> {
+    let index = load_index(store, &plan.experiment);
+    let mut out = String::new();
+    let mut cached = 0;
+    let mut lines = Vec::new();
+    for n in &plan.nodes {
+        let forced = force.iter().any(|s| s == n.stage);
+        let done = store.is_done(n.stage, &n.key) && !forced;
+        let items = mpo::item_keys(n)?;
+        let journal = store.journal(n.stage)?;
+        let items_cached = if forced { 0 } else { items.iter().filter(|k| journal.get(k).is_some()).count() };
+        let state = if done {
+            cached += 1;
+            "cached".to_string()
+        } else if forced {
+            "to run (forced)".to_string()
+        } else {
+            format!("to run ({})", dirty_reason(plan, n, &index))
+        };
+        let inputs = if n.inputs.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n      from {}",
+                n.inputs.iter().map(|&i| format!("`{}`", plan.nodes[i].label)).collect::<Vec<_>>().join(", ")
+            )
+        };
+        let item_text = if done {
+            format!("{} items", items.len())
+        } else {
+            format!("{} items: {} cached, {} to run", items.len(), items_cached, items.len() - items_cached)
+        };
+        lines.push(format!("  {} `{}` [{}]\n      {}; {}{}", n.id + 1, n.label, n.key, state, item_text, inputs));
+    }
+    writeln!(
+        out,
+        "experiment `{}`: {} variant{}, {} stage{} ({} cached, {} to run)",
+        plan.experiment,
+        plan.variants.len(),
+        if plan.variants.len() == 1 { "" } else { "s" },
+        plan.nodes.len(),
+        if plan.nodes.len() == 1 { "" } else { "s" },
+        cached,
+        plan.nodes.len() - cached
+    )?;
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    writeln!(out, "variants:")?;
+    for v in &plan.variants {
+        let shared: Vec<String> = v
+            .nodes
+            .iter()
+            .map(|&i| {
+                let n = &plan.nodes[i];
+                if n.variants.len() > 1 {
+                    format!("{}*", n.id + 1)
+                } else {
+                    format!("{}", n.id + 1)
+                }
+            })
+            .collect();
+        writeln!(out, "  {}: stages {}", v.name, shared.join(" "))?;
+    }
+    if plan.variants.len() > 1 {
+        writeln!(out, "(* = shared with other variants)")?;
+    }
+    Ok(out)
+}

@@ -1,0 +1,312 @@
+//! The experiment spec: serde types, loading and validation.
+//!
+//! A spec is TOML. It is resolved in two steps (as ripgrep resolves flags):
+//! [`load`] merges the layers and deserialises them into [`Spec`] with
+//! `deny_unknown_fields` everywhere, then [`validate`] checks values and
+//! cross-references without side effects. Only a valid spec is turned into a
+//! plan.
+//!
+//! Layers, lowest first: built-in defaults (the `#[serde(default)]`s below) <
+//! the file named by `extends` (recursively, relative to the file naming it) <
+//! the spec file < `MPO_SECTION__KEY` environment variables < `--set
+//! key.path=value` flags < the overrides of one sweep variant.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub mod load;
+pub mod sweep;
+pub mod validate;
+
+pub use load::{load, LoadOptions, LoadedSpec, SpecError};
+pub use sweep::{expand, Variant};
+
+/// A whole experiment spec, as written by a user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// A base spec this one extends, relative to this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
+    pub experiment: ExperimentSpec,
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSpec>,
+    #[serde(default)]
+    pub envs: BTreeMap<String, EnvSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planner: Option<PlannerSpec>,
+    #[serde(default)]
+    pub mpo: MpoSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalSpec>,
+    #[serde(default)]
+    pub report: ReportSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepSpec>,
+}
+
+/// `[experiment]`: names and places.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentSpec {
+    /// Names the experiment in results and reports (`[A-Za-z0-9_.-]+`).
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Base seed of every sampled thing in the experiment.
+    #[serde(default)]
+    pub seed: u64,
+    /// Where artifacts and Parquet results go (relative to the working dir).
+    #[serde(default = "default_results_dir")]
+    pub results_dir: String,
+    /// Where tables and figures go.
+    #[serde(default = "default_reports_dir")]
+    pub reports_dir: String,
+}
+
+fn default_results_dir() -> String {
+    "results".into()
+}
+fn default_reports_dir() -> String {
+    "reports".into()
+}
+
+/// `[models.NAME]`: a chat model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelSpec {
+    /// An OpenAI-compatible chat-completions endpoint (vLLM, SGLang, …).
+    Openai(crate::model::openai::OpenAiConfig),
+}
+
+impl ModelSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelSpec::Openai(_) => "openai",
+        }
+    }
+}
+
+/// `[envs.NAME]`: an environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum EnvSpec {
+    /// The built-in ALFWorld-style household world.
+    Builtin(BuiltinEnvSpec),
+}
+
+impl EnvSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EnvSpec::Builtin(_) => "builtin",
+        }
+    }
+    /// How many tasks of `split` the experiment uses.
+    pub fn task_count(&self, split: &str) -> Option<usize> {
+        match self {
+            EnvSpec::Builtin(b) => b.task_count(split),
+        }
+    }
+    pub fn splits(&self) -> &'static [&'static str] {
+        match self {
+            EnvSpec::Builtin(_) => &["train", "seen", "unseen"],
+        }
+    }
+}
+
+/// `[envs.NAME] kind = "builtin"`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinEnvSpec {
+    /// Step limit of an episode (the paper: 30).
+    #[serde(default = "default_max_steps")]
+    pub max_steps: u32,
+    /// Use only the first K tasks of a split, e.g. `tasks = { train = 200 }`.
+    #[serde(default)]
+    pub tasks: BTreeMap<String, usize>,
+}
+
+fn default_max_steps() -> u32 {
+    30
+}
+
+impl BuiltinEnvSpec {
+    pub fn task_count(&self, split: &str) -> Option<usize> {
+        let split = crate::env::builtin::Split::parse(split)?;
+        let all = split.size();
+        Some(self.tasks.get(split.name()).map_or(all, |&k| k.min(all)))
+    }
+}
+
+/// `[planner]`: the meta planner and its seed data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannerSpec {
+    /// The environment whose train split the planner learns from (default:
+    /// the only env of the spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Who writes seed plans: `rule` (the built-in world's summariser) or the
+    /// name of a model in `[models]`.
+    #[serde(default = "default_teacher")]
+    pub teacher: String,
+    /// Fraction of deliberately flawed seed plans (rule teacher only).
+    #[serde(default = "default_flaw_rate")]
+    pub flaw_rate: f64,
+    /// Seed plans for the first K train tasks only (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_tasks: Option<usize>,
+    /// Attempts per task when an LLM teacher's reply cannot be parsed.
+    #[serde(default = "default_teacher_attempts")]
+    pub teacher_attempts: u32,
+}
+
+fn default_teacher() -> String {
+    "rule".into()
+}
+fn default_flaw_rate() -> f64 {
+    0.3
+}
+fn default_teacher_attempts() -> u32 {
+    3
+}
+
+/// `[mpo]`: the method's hyper-parameters (paper §4: M = N = 5, β = 0.1,
+/// sampling and exploration at temperature 0.7).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MpoSpec {
+    /// Plans sampled per training task.
+    #[serde(default = "default_five")]
+    pub m: u32,
+    /// Explorer episodes per plan.
+    #[serde(default = "default_five")]
+    pub n: u32,
+    /// DPO's β.
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    #[serde(default = "default_temperature")]
+    pub sample_temperature: f64,
+    #[serde(default = "default_temperature")]
+    pub explorer_temperature: f64,
+    /// The explorer agent (a model name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explorer: Option<String>,
+    /// Where the explorer sees the plan.
+    #[serde(default)]
+    pub insertion: Insertion,
+}
+
+fn default_five() -> u32 {
+    5
+}
+fn default_beta() -> f64 {
+    0.1
+}
+fn default_temperature() -> f64 {
+    0.7
+}
+
+impl Default for MpoSpec {
+    fn default() -> Self {
+        Self {
+            m: 5,
+            n: 5,
+            beta: 0.1,
+            sample_temperature: 0.7,
+            explorer_temperature: 0.7,
+            explorer: None,
+            insertion: Insertion::Instruction,
+        }
+    }
+}
+
+/// Where a meta plan goes in the agent's prompt (Table 4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Insertion {
+    #[default]
+    Instruction,
+    Thought,
+    Observation,
+}
+
+/// A source of test-time plans (Table 3 rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlannerVariant {
+    None,
+    Sft,
+    Rft,
+    Mpo,
+    Prompted,
+}
+
+/// `[eval]`: the cross product that gets evaluated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSpec {
+    /// Agent models (names in `[models]`).
+    pub agents: Vec<String>,
+    /// Environments (names in `[envs]`).
+    pub envs: Vec<String>,
+    #[serde(default = "default_eval_splits")]
+    pub splits: Vec<String>,
+    #[serde(default = "default_planners")]
+    pub planners: Vec<PlannerVariant>,
+    #[serde(default = "default_insertions")]
+    pub insertion: Vec<Insertion>,
+    /// Agent sampling temperature at test time (paper: 0).
+    #[serde(default)]
+    pub temperature: f64,
+}
+
+fn default_eval_splits() -> Vec<String> {
+    vec!["seen".into(), "unseen".into()]
+}
+fn default_planners() -> Vec<PlannerVariant> {
+    vec![PlannerVariant::None]
+}
+fn default_insertions() -> Vec<Insertion> {
+    vec![Insertion::Instruction]
+}
+
+/// `[report]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpec {
+    /// Regenerate reports at the end of a run.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for ReportSpec {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `[sweep]`: one spec, many variants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepSpec {
+    #[serde(default)]
+    pub mode: SweepMode,
+    /// Key path → values, e.g. `"mpo.m" = [1, 2, 3, 4, 5]`.
+    pub vary: BTreeMap<String, Vec<toml::Value>>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SweepMode {
+    /// Every combination of the values.
+    Grid,
+    /// Vary one key at a time, the others at their base value (Figure 5).
+    #[default]
+    OneAtATime,
+}

@@ -1,0 +1,190 @@
+//! Value checks and cross-references of a deserialised spec. No side effects.
+//!
+//! Every message has the shape `` `key` = value in SOURCE: what is allowed ``
+//! so that a user can find and fix it without reading code.
+
+use super::load::{did_you_mean, SpecError};
+use super::{EnvSpec, ModelSpec, Spec};
+
+/// Checks `spec`. `source` names where a key's value came from.
+pub fn validate(spec: &Spec, source: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
+    let mut e = Errors { messages: vec![], hint: None, source };
+    check(spec, &mut e);
+    if e.messages.is_empty() {
+        Ok(())
+    } else {
+        Err(SpecError { messages: e.messages, hint: e.hint })
+    }
+}
+
+struct Errors<'a> {
+    messages: Vec<String>,
+    hint: Option<String>,
+    source: &'a dyn Fn(&str) -> String,
+}
+
+impl Errors<'_> {
+    fn bad(&mut self, key: &str, value: String, rule: &str) {
+        let m = format!("`{key}` = {value} in {}: {rule}", (self.source)(key));
+        self.messages.push(m);
+    }
+    fn push(&mut self, m: String) {
+        self.messages.push(m);
+    }
+    fn unknown(&mut self, key: &str, given: &str, names: &[&str], what: &str) {
+        let allowed = if names.is_empty() {
+            format!("no {what} is declared")
+        } else {
+            format!("declared {what}s: {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
+        };
+        let m = format!("`{key}` names {what} \"{given}\" in {}, which is not declared; {allowed}", (self.source)(key));
+        self.messages.push(m);
+        if let Some(best) = did_you_mean(given, names) {
+            self.hint = Some(format!("did you mean `{best}`?"));
+        }
+    }
+}
+
+fn check(spec: &Spec, e: &mut Errors<'_>) {
+    let source = e.source;
+
+    let name = &spec.experiment.name;
+    if name.is_empty()
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        e.bad("experiment.name", format!("{name:?}"), "must be non-empty and use only letters, digits, `_`, `-` and `.`");
+    }
+
+    let mpo = &spec.mpo;
+    if mpo.m < 1 {
+        e.bad("mpo.m", mpo.m.to_string(), "must be >= 1");
+    }
+    if mpo.n < 1 {
+        e.bad("mpo.n", mpo.n.to_string(), "must be >= 1");
+    }
+    if !(mpo.beta > 0.0 && mpo.beta.is_finite()) {
+        e.bad("mpo.beta", mpo.beta.to_string(), "must be a finite number > 0");
+    }
+    for (key, t) in [
+        ("mpo.sample_temperature", mpo.sample_temperature),
+        ("mpo.explorer_temperature", mpo.explorer_temperature),
+    ] {
+        if !(0.0..=2.0).contains(&t) {
+            e.bad(key, t.to_string(), "must be between 0 and 2");
+        }
+    }
+
+    for (mname, model) in &spec.models {
+        match model {
+            ModelSpec::Openai(cfg) => {
+                if let Err(err) = cfg.validate() {
+                    e.push(format!("`models.{mname}` in {}: {err}", source(&format!("models.{mname}"))));
+                }
+            }
+        }
+    }
+
+    for (ename, env) in &spec.envs {
+        match env {
+            EnvSpec::Builtin(b) => {
+                if b.max_steps < 1 {
+                    e.bad(&format!("envs.{ename}.max_steps"), b.max_steps.to_string(), "must be >= 1");
+                }
+                for (split, &k) in &b.tasks {
+                    let key = format!("envs.{ename}.tasks.{split}");
+                    match crate::env::builtin::Split::parse(split) {
+                        None => e.bad(&key, k.to_string(), "unknown split; allowed: `train`, `seen`, `unseen`"),
+                        Some(_) if k == 0 => e.bad(&key, "0".into(), "must be >= 1"),
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    let model_names: Vec<&str> = spec.models.keys().map(String::as_str).collect();
+    let env_names: Vec<&str> = spec.envs.keys().map(String::as_str).collect();
+    if let Some(planner) = &spec.planner {
+        if let Some(env) = &planner.env {
+            if !spec.envs.contains_key(env) {
+                e.unknown("planner.env", env, &env_names, "env");
+            }
+        } else if spec.envs.len() != 1 {
+            e.push(format!(
+                "`planner.env` is not set in {} and the spec declares {} envs: name the one the planner learns from",
+                source("planner"),
+                spec.envs.len()
+            ));
+        }
+        if planner.teacher != "rule" && !spec.models.contains_key(&planner.teacher) {
+            let mut names = vec!["rule"];
+            names.extend(model_names.iter());
+            e.unknown("planner.teacher", &planner.teacher, &names, "model");
+        }
+        if !(0.0..=1.0).contains(&planner.flaw_rate) {
+            e.push(format!(
+                "`planner.flaw_rate` = {} in {}: must be between 0 and 1",
+                planner.flaw_rate,
+                source("planner.flaw_rate")
+            ));
+        }
+        if planner.seed_tasks == Some(0) {
+            e.push(format!("`planner.seed_tasks` = 0 in {}: must be >= 1", source("planner.seed_tasks")));
+        }
+        if planner.teacher_attempts == 0 {
+            e.push(format!(
+                "`planner.teacher_attempts` = 0 in {}: must be >= 1",
+                source("planner.teacher_attempts")
+            ));
+        }
+    }
+    if let Some(explorer) = &spec.mpo.explorer {
+        if !spec.models.contains_key(explorer) {
+            e.unknown("mpo.explorer", explorer, &model_names, "model");
+        }
+    }
+
+    if let Some(eval) = &spec.eval {
+        for (i, a) in eval.agents.iter().enumerate() {
+            if !spec.models.contains_key(a) {
+                e.unknown(&format!("eval.agents[{i}]"), a, &model_names, "model");
+            }
+        }
+        for (i, ename) in eval.envs.iter().enumerate() {
+            match spec.envs.get(ename) {
+                None => e.unknown(&format!("eval.envs[{i}]"), ename, &env_names, "env"),
+                Some(env) => {
+                    for s in &eval.splits {
+                        if env.task_count(s).is_none() {
+                            e.push(format!(
+                                "`eval.splits` names split \"{s}\" in {}, which env `{ename}` (kind `{}`) does not have; allowed: {}",
+                                source("eval.splits"),
+                                env.kind(),
+                                env.splits().iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if !(0.0..=2.0).contains(&eval.temperature) {
+            e.push(format!(
+                "`eval.temperature` = {} in {}: must be between 0 and 2",
+                eval.temperature,
+                source("eval.temperature")
+            ));
+        }
+    }
+
+    if let Some(sweep) = &spec.sweep {
+        for (key, values) in &sweep.vary {
+            if values.is_empty() {
+                e.push(format!("`sweep.vary.\"{key}\"` in {}: needs at least one value", source("sweep")));
+            }
+            if key.starts_with("sweep") || key.starts_with("experiment.name") || key == "extends" {
+                e.push(format!("`sweep.vary.\"{key}\"` in {}: this key cannot be swept", source("sweep")));
+            }
+        }
+    }
+
+}

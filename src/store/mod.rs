@@ -1,0 +1,334 @@
+//! The store: everything a run writes under the results dir.
+//!
+//! ```text
+//! results/
+//!   artifacts/<stage>/<key>/   a finished stage output: manifest.json + files
+//!   tmp/                        artifacts being written (never read as done)
+//!   items/<stage>/*.jsonl       item journals: one line per finished item
+//!   <experiment>/<table>.parquet  collated results, one row per thing
+//!   runs/<time>-<experiment>.log  one log file per run
+//! ```
+//!
+//! Invariants:
+//! - An artifact directory exists under `artifacts/` only if it is complete:
+//!   it is written under `tmp/`, every file is fsynced, the manifest is
+//!   written last, and the directory is renamed into place (atomic on one
+//!   filesystem). A crash leaves at most garbage under `tmp/`.
+//! - Item journals are append-only. A line is written with one `write` call
+//!   as soon as its item finishes, so a SIGKILL loses at most the item being
+//!   written; a torn last line is ignored on reading. Every process appends
+//!   to its own segment file, so a torn line is never followed by new data.
+//! - Items are memoised by their own key (not the stage's), so stages that
+//!   differ only in how many items they want share the items they have in
+//!   common (M = 3 then M = 5 samples only 2 more plans).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub mod collate;
+pub mod table;
+
+/// The version of the on-disk layout; bump on purpose when it changes.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// What a finished artifact says about itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub stage: String,
+    pub key: String,
+    pub label: String,
+    /// Keys of the artifacts this one was computed from.
+    pub inputs: Vec<String>,
+    /// The canonical config slice that went into the key.
+    pub config: serde_json::Value,
+    pub tool_version: String,
+    pub created: String,
+    /// Rows per table file.
+    pub rows: BTreeMap<String, usize>,
+    /// Items reused from the journal vs computed in this run.
+    pub items_reused: usize,
+    pub items_computed: usize,
+    /// Items that failed (their rows are absent); a stage with failures is
+    /// not committed, so this is 0 in a committed manifest unless the stage
+    /// records failures as rows.
+    pub items_failed: usize,
+}
+
+/// The results directory.
+#[derive(Clone, Debug)]
+pub struct Store {
+    root: PathBuf,
+    journals: Arc<Mutex<HashMap<String, Arc<Journal>>>>,
+}
+
+impl Store {
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        for sub in ["artifacts", "tmp", "items", "runs"] {
+            fs::create_dir_all(root.join(sub))
+                .with_context(|| format!("cannot create `{}`", root.join(sub).display()))?;
+        }
+        Ok(Self { root, journals: Arc::default() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn artifact_dir(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join("artifacts").join(stage).join(key)
+    }
+
+    /// The manifest of a finished artifact, if there is one.
+    pub fn manifest(&self, stage: &str, key: &str) -> Option<Manifest> {
+        let path = self.artifact_dir(stage, key).join("manifest.json");
+        let text = fs::read_to_string(path).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn is_done(&self, stage: &str, key: &str) -> bool {
+        self.manifest(stage, key).is_some()
+    }
+
+    /// Starts writing an artifact.
+    pub fn begin(&self, stage: &str, key: &str) -> Result<ArtifactWriter> {
+        let nonce = format!(
+            "{stage}-{key}-{}-{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        let dir = self.root.join("tmp").join(nonce);
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create `{}`", dir.display()))?;
+        Ok(ArtifactWriter { dir, final_dir: self.artifact_dir(stage, key) })
+    }
+
+    /// The journal of items of one namespace (normally the stage name),
+    /// shared by every node of this process.
+    pub fn journal(&self, namespace: &str) -> Result<Arc<Journal>> {
+        let mut map = self.journals.lock().expect("journal map poisoned");
+        if let Some(j) = map.get(namespace) {
+            return Ok(j.clone());
+        }
+        let j = Arc::new(Journal::open(&self.root.join("items").join(namespace))?);
+        map.insert(namespace.to_string(), j.clone());
+        Ok(j)
+    }
+
+    /// Every committed artifact: (stage, key).
+    pub fn artifacts(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let base = self.root.join("artifacts");
+        for stage in read_dir_sorted(&base)? {
+            for key in read_dir_sorted(&base.join(&stage))? {
+                out.push((stage.clone(), key));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes leftovers of interrupted writes.
+    pub fn clean_tmp(&self) -> Result<usize> {
+        let tmp = self.root.join("tmp");
+        let mut n = 0;
+        for name in read_dir_sorted(&tmp)? {
+            let p = tmp.join(name);
+            let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<String>> {
+    if !dir.exists() {
+        return Ok(vec![]);
+    }
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .with_context(|| format!("cannot list `{}`", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// An artifact being written. Dropped without [`ArtifactWriter::commit`], it
+/// leaves only a directory under `tmp/`.
+pub struct ArtifactWriter {
+    dir: PathBuf,
+    final_dir: PathBuf,
+}
+
+impl ArtifactWriter {
+    /// Where to put files of this artifact.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    pub fn write_json<T: Serialize>(&self, file: &str, value: &T) -> Result<()> {
+        let text = serde_json::to_vec_pretty(value)?;
+        fs::write(self.path(file), text)?;
+        Ok(())
+    }
+
+    /// Writes the manifest, fsyncs everything and renames the directory into
+    /// place. If another process committed the same key first, ours is
+    /// discarded (same key, same content).
+    pub fn commit(self, manifest: &Manifest) -> Result<PathBuf> {
+        self.write_json("manifest.json", manifest)?;
+        sync_tree(&self.dir)?;
+        if let Some(parent) = self.final_dir.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        if self.final_dir.join("manifest.json").exists() {
+            let _ = fs::remove_dir_all(&self.dir);
+            return Ok(self.final_dir);
+        }
+        if self.final_dir.exists() {
+            // A directory without a manifest is garbage of an older layout.
+            fs::remove_dir_all(&self.final_dir)?;
+        }
+        fs::rename(&self.dir, &self.final_dir).with_context(|| {
+            format!("cannot move `{}` to `{}`", self.dir.display(), self.final_dir.display())
+        })?;
+        if let Some(parent) = self.final_dir.parent() {
+            File::open(parent).and_then(|f| f.sync_all()).ok();
+        }
+        Ok(self.final_dir)
+    }
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let p = entry.path();
+        if p.is_dir() {
+            sync_tree(&p)?;
+        } else {
+            File::open(&p)?.sync_all()?;
+        }
+    }
+    File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir).and_then(|f| f.sync_all()).ok();
+    Ok(())
+}
+
+/// One journal line.
+#[derive(Serialize, Deserialize)]
+struct JournalLine {
+    key: String,
+    value: serde_json::Value,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("dir", &self.dir).field("items", &self.len()).finish()
+    }
+}
+
+/// Append-only record of finished items, keyed by item key.
+pub struct Journal {
+    dir: PathBuf,
+    done: Mutex<HashMap<String, serde_json::Value>>,
+    segment: Mutex<Option<File>>,
+}
+
+impl Journal {
+    fn open(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir)?;
+        let mut done = HashMap::new();
+        for name in read_dir_sorted(dir)? {
+            if !name.ends_with(".jsonl") {
+                continue;
+            }
+            let file = File::open(dir.join(&name))?;
+            for line in BufReader::new(file).lines() {
+                let Ok(line) = line else { break };
+                // A torn last line (killed mid-write) does not parse: skip it.
+                // Segments are named by creation time, so a later (forced)
+                // record of a key wins.
+                if let Ok(l) = serde_json::from_str::<JournalLine>(&line) {
+                    done.insert(l.key, l.value);
+                }
+            }
+        }
+        Ok(Self { dir: dir.to_path_buf(), done: Mutex::new(done), segment: Mutex::new(None) })
+    }
+
+    pub fn get(&self, key: &str) -> Option<serde_json::Value> {
+        self.done.lock().expect("journal poisoned").get(key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.done.lock().expect("journal poisoned").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records a finished item. The first value recorded for a key wins, so
+    /// a retried item is never duplicated.
+    pub fn record(&self, key: &str, value: &serde_json::Value) -> Result<()> {
+        {
+            let mut done = self.done.lock().expect("journal poisoned");
+            if done.contains_key(key) {
+                return Ok(());
+            }
+            done.insert(key.to_string(), value.clone());
+        }
+        self.append(key, value)
+    }
+
+    /// Records an item recomputed on purpose (`--force`): it replaces the
+    /// earlier value, now and on later reads.
+    pub fn record_forced(&self, key: &str, value: &serde_json::Value) -> Result<()> {
+        self.done.lock().expect("journal poisoned").insert(key.to_string(), value.clone());
+        self.append(key, value)
+    }
+
+    fn append(&self, key: &str, value: &serde_json::Value) -> Result<()> {
+        let mut line = serde_json::to_vec(&JournalLine { key: key.to_string(), value: value.clone() })?;
+        line.push(b'\n');
+        let mut seg = self.segment.lock().expect("journal poisoned");
+        if seg.is_none() {
+            let name = format!(
+                "{}-{}.jsonl",
+                chrono::Utc::now().format("%Y%m%dT%H%M%S%.9f"),
+                std::process::id()
+            );
+            let f = OpenOptions::new().create(true).append(true).open(self.dir.join(name))?;
+            *seg = Some(f);
+        }
+        let f = seg.as_mut().expect("segment open");
+        // One write call per line: a kill leaves whole lines and at most one
+        // torn last line.
+        f.write_all(&line)?;
+        Ok(())
+    }
+
+    /// Flushes the segment to disk (called when a stage finishes).
+    pub fn sync(&self) -> Result<()> {
+        if let Some(f) = self.segment.lock().expect("journal poisoned").as_ref() {
+            f.sync_data()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! Shared harness of the end-to-end tests: a temp working dir with the test
+//! specs copied in, and a way to run the real `mpo-run` binary there.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestContext {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestContext {
+    /// A fresh dir holding `tests/fixtures/specs/*` (and `bad/`).
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/specs"), dir.path());
+        Self { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// `mpo-run ARGS` in the test dir, with no `MPO_*` variables leaking in.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpo-run"));
+        cmd.args(args).current_dir(self.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("MPO_") || k.starts_with("MPORUN_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("NO_COLOR", "1");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run mpo-run")
+    }
+
+    /// Exit code, stdout and stderr as one text, with run-dependent parts
+    /// (times, log file names) filtered, for snapshots.
+    pub fn snapshot_text(&self, out: &Output) -> String {
+        let text = format!(
+            "exit code: {}\n----- stdout -----\n{}----- stderr -----\n{}",
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        filter(&text, self.dir.path())
+    }
+
+    /// Rewrites a spec file in the test dir.
+    pub fn write(&self, rel: &str, text: &str) {
+        std::fs::write(self.path(rel), text).expect("write spec");
+    }
+}
+
+pub fn filter(text: &str, dir: &Path) -> String {
+    let mut t = text.replace(&dir.display().to_string(), "[TEMP]");
+    let re_secs = regex_lite_replace(&t, "ran in ", "s (");
+    t = re_secs;
+    t.lines()
+        .map(|l| {
+            if l.trim_start().starts_with("log: ") {
+                "  log: [LOG]".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Replaces what lies between `start` and `end` on each line with `[T]`.
+fn regex_lite_replace(text: &str, start: &str, end: &str) -> String {
+    text.lines()
+        .map(|l| match l.find(start) {
+            Some(i) => match l[i + start.len()..].find(end) {
+                Some(j) => format!("{}{}[T]{}", &l[..i], start, &l[i + start.len() + j..]),
+                None => l.to_string(),
+            },
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        if p.is_dir() {
+            copy_dir(&p, &to.join(e.file_name()));
+        } else {
+            std::fs::copy(&p, to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Rows of a Parquet file as sorted JSON lines (order-independent compare).
+pub fn sorted_rows(path: &Path) -> Vec<String> {
+    let df = mpo_run::store::table::read_parquet(path).expect("read parquet");
+    let mut rows: Vec<String> = mpo_run::store::table::frame_to_json(&df)
+        .unwrap()
+        .into_iter()
+        .map(|v| v.to_string())
+        .collect();
+    rows.sort();
+    rows
+}

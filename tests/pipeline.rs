@@ -1,0 +1,156 @@
+//! The runner end to end on the built-in world: the DAG, the cache, and
+//! crash safety, through the real binary.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{sorted_rows, TestContext};
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn dry_run_prints_the_dag() {
+    let ctx = TestContext::new();
+    let out = ctx.run(&["--dry-run", "small.toml"]);
+    assert!(out.status.success());
+    insta::assert_snapshot!(ctx.snapshot_text(&out));
+    assert!(!ctx.path("results/artifacts/expert").exists() || std::fs::read_dir(ctx.path("results/artifacts/expert")).unwrap().next().is_none(), "a dry run runs nothing");
+}
+
+#[test]
+fn dry_run_of_a_sweep_shares_the_prefix() {
+    let ctx = TestContext::new();
+    let out = ctx.run(&["--dry-run", "grid.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    insta::assert_snapshot!(ctx.snapshot_text(&out));
+}
+
+#[test]
+fn cache_reruns_exactly_what_changed() {
+    let ctx = TestContext::new();
+    let first = ctx.run(&["small.toml"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let e = stderr(&first);
+    assert!(e.contains("2 stages ran, 0 cached"), "{e}");
+    let episodes = ctx.path("results/small/episodes.parquet");
+    let plans = ctx.path("results/small/plans.parquet");
+    assert_eq!(sorted_rows(&episodes).len(), 40);
+    assert_eq!(sorted_rows(&plans).len(), 40);
+
+    // Rerun: all cached, nothing executes, and it says so.
+    let again = ctx.run(&["small.toml"]);
+    assert!(again.status.success());
+    let e = stderr(&again);
+    assert!(e.contains("0 stages ran, 2 cached"), "{e}");
+    assert!(e.contains("nothing to do: every stage is cached"), "{e}");
+
+    // A value only `seed_plans` reads: it reruns, `expert` does not; the
+    // dry run says why.
+    let dry = ctx.run(&["--dry-run", "small.toml", "--set", "planner.flaw_rate=0.5"]);
+    let d = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(d.contains("to run (`flaw_rate` changed 0.3 → 0.5)"), "{d}");
+    let changed = ctx.run(&["small.toml", "--set", "planner.flaw_rate=0.5"]);
+    let e = stderr(&changed);
+    assert!(e.contains("1 stages ran, 1 cached"), "{e}");
+    assert!(e.contains("`expert[household/train]`: cached"), "{e}");
+    assert!(e.contains("`seed_plans[household/rule]`: ran"), "{e}");
+
+    // A value no stage reads (`mpo.beta`, until DPO exists): nothing reruns.
+    let unrelated = ctx.run(&["small.toml", "--set", "mpo.beta=0.2", "--set", "planner.flaw_rate=0.5"]);
+    let e = stderr(&unrelated);
+    assert!(e.contains("0 stages ran, 2 cached"), "{e}");
+
+    // A value `expert` reads: it reruns and so does its dependent.
+    let upstream = ctx.run(&["small.toml", "--set", "envs.household.max_steps=25"]);
+    let e = stderr(&upstream);
+    assert!(e.contains("2 stages ran, 0 cached"), "{e}");
+}
+
+#[test]
+fn force_and_only_select_stages() {
+    let ctx = TestContext::new();
+    let only = ctx.run(&["small.toml", "--only", "expert"]);
+    let e = stderr(&only);
+    assert!(e.contains("1 stages ran, 0 cached"), "{e}");
+    assert!(e.contains("not selected (--only)"), "{e}");
+    let forced = ctx.run(&["small.toml", "--force", "expert"]);
+    let e = stderr(&forced);
+    assert!(e.contains("`expert[household/train]`: ran"), "{e}");
+    assert!(e.contains("40 items computed, 0 reused"), "{e}");
+    let bad = ctx.run(&["small.toml", "--only", "dpo"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("stage `dpo` is not in the plan"), "{}", stderr(&bad));
+}
+
+fn journal_lines(ctx: &TestContext, stage: &str) -> usize {
+    let dir = ctx.path(&format!("results/items/{stage}"));
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().lines().count())
+        .sum()
+}
+
+#[test]
+fn sigkill_mid_stage_then_rerun_gives_the_same_rows() {
+    // Reference: an uninterrupted run.
+    let reference = TestContext::new();
+    let out = reference.run(&["small.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let ctx = TestContext::new();
+    let mut child = ctx
+        .command(&["small.toml"])
+        .env("MPORUN_TEST_ITEM_DELAY_MS", "25")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it in the middle of `expert`: some items journaled, not all.
+    let start = Instant::now();
+    while journal_lines(&ctx, "expert") < 10 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the run never got going");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_before = journal_lines(&ctx, "expert");
+    assert!(done_before < 40, "killed mid-stage ({done_before} of 40 done)");
+    assert!(!ctx.path("results/small/episodes.parquet").exists());
+
+    let rerun = ctx.run(&["small.toml"]);
+    let e = stderr(&rerun);
+    assert!(rerun.status.success(), "{e}");
+    // Finished items were reused, not redone.
+    assert!(e.contains(&format!("{} items computed, {} reused", 40 - done_before, done_before)), "{e}");
+    for table in ["episodes", "plans"] {
+        let a = sorted_rows(&reference.path(&format!("results/small/{table}.parquet")));
+        let b = sorted_rows(&ctx.path(&format!("results/small/{table}.parquet")));
+        assert_eq!(a, b, "{table} rows differ after a crash and rerun");
+        let mut dedup = b.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), b.len(), "duplicate {table} rows");
+    }
+    assert_eq!(journal_lines(&ctx, "expert"), 40, "every item journaled exactly once");
+}
+
+#[test]
+fn status_report_and_clean() {
+    let ctx = TestContext::new();
+    assert!(ctx.run(&["small.toml"]).status.success());
+    let status = ctx.run(&["status", "small.toml"]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("2 stages (2 cached, 0 to run)"));
+    let report = ctx.run(&["report", "small.toml"]);
+    assert!(report.status.success());
+    let index = std::fs::read_to_string(ctx.path("reports/small/index.md")).unwrap();
+    assert!(index.contains("| base | expert | household | train | expert | none | none | 40 | 1.000"), "{index}");
+    // An artifact of another config is unreferenced by small.toml.
+    assert!(ctx.run(&["small.toml", "--set", "planner.flaw_rate=0.0"]).status.success());
+    let refused = ctx.command(&["clean", "small.toml"]).stdin(std::process::Stdio::null()).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2), "no confirmation, no deletion");
+    let clean = ctx.run(&["clean", "small.toml", "--yes"]);
+    assert!(String::from_utf8_lossy(&clean.stderr).contains("removed 1 entries"), "{}", stderr(&clean));
+    let again = ctx.run(&["small.toml"]);
+    assert!(stderr(&again).contains("0 stages ran, 2 cached"));
+}

@@ -1,0 +1,144 @@
+//! Specs: error messages users read, sweep expansion, and layer precedence.
+
+mod common;
+
+use common::TestContext;
+use mpo_run::spec::{self, LoadOptions};
+
+fn bad(name: &str) -> String {
+    let ctx = TestContext::new();
+    let out = ctx.run(&["--dry-run", &format!("bad/{name}.toml")]);
+    assert_eq!(out.status.code(), Some(2), "a bad spec is a user error (exit 2)");
+    ctx.snapshot_text(&out)
+}
+
+#[test]
+fn error_unknown_key() {
+    insta::assert_snapshot!(bad("unknown_key"));
+}
+
+#[test]
+fn error_wrong_type() {
+    insta::assert_snapshot!(bad("wrong_type"));
+}
+
+#[test]
+fn error_out_of_range_m_n_beta() {
+    insta::assert_snapshot!(bad("out_of_range"));
+}
+
+#[test]
+fn error_missing_extends_file() {
+    insta::assert_snapshot!(bad("missing_extends"));
+}
+
+#[test]
+fn error_unknown_model_and_env_in_eval() {
+    insta::assert_snapshot!(bad("unknown_refs"));
+}
+
+#[test]
+fn error_invalid_toml() {
+    insta::assert_snapshot!(bad("bad_toml"));
+}
+
+#[test]
+fn error_unknown_env_kind() {
+    insta::assert_snapshot!(bad("unknown_kind"));
+}
+
+#[test]
+fn error_bad_set_flag_names_its_source() {
+    let ctx = TestContext::new();
+    let out = ctx.run(&["--dry-run", "small.toml", "--set", "mpo.beta=0"]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(ctx.snapshot_text(&out));
+}
+
+fn describe(variants: &[spec::Variant]) -> String {
+    variants
+        .iter()
+        .map(|v| {
+            let s = &v.loaded.spec;
+            format!(
+                "{:<28} m={} n={} flaw_rate={} overrides={:?}",
+                v.name,
+                s.mpo.m,
+                s.mpo.n,
+                s.planner.as_ref().map_or(f64::NAN, |p| p.flaw_rate),
+                v.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn sweep_one_at_a_time_expansion() {
+    let ctx = TestContext::new();
+    let variants = spec::expand(&ctx.path("sweep.toml"), &LoadOptions { env: Some(vec![]), ..Default::default() }).unwrap();
+    // Base M = 3, N = 2 (from small.toml): M=3 is the base and not repeated.
+    assert_eq!(variants.len(), 1 + 4 + 3);
+    insta::assert_snapshot!(describe(&variants));
+}
+
+#[test]
+fn sweep_grid_expansion() {
+    let ctx = TestContext::new();
+    let variants = spec::expand(&ctx.path("grid.toml"), &LoadOptions { env: Some(vec![]), ..Default::default() }).unwrap();
+    assert_eq!(variants.len(), 4);
+    insta::assert_snapshot!(describe(&variants));
+}
+
+#[test]
+fn precedence_defaults_file_env_set() {
+    let ctx = TestContext::new();
+    let path = ctx.path("small.toml");
+    let load = |env: Vec<(&str, &str)>, sets: Vec<&str>| {
+        spec::load(
+            &path,
+            &LoadOptions {
+                sets: sets.into_iter().map(String::from).collect(),
+                env: Some(env.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            },
+        )
+        .unwrap()
+        .spec
+    };
+    // Default < file: the file sets m = 3; n's default would be 5, the file says 2.
+    let s = load(vec![], vec![]);
+    assert_eq!((s.mpo.m, s.mpo.n, s.mpo.sample_temperature), (3, 2, 0.7));
+    // File < MPO_ environment.
+    let s = load(vec![("MPO_MPO__M", "4"), ("MPO_MPO__SAMPLE_TEMPERATURE", "0.9")], vec![]);
+    assert_eq!((s.mpo.m, s.mpo.sample_temperature), (4, 0.9));
+    // Environment < --set; later --set wins over an earlier one.
+    let s = load(vec![("MPO_MPO__M", "4")], vec!["mpo.m=5", "mpo.n=1", "mpo.n=3"]);
+    assert_eq!((s.mpo.m, s.mpo.n), (5, 3));
+    // Variables without a section separator are not spec keys.
+    let s = load(vec![("MPO_API_KEY", "secret")], vec![]);
+    assert_eq!(s.mpo.m, 3);
+}
+
+#[test]
+fn precedence_through_the_binary() {
+    let ctx = TestContext::new();
+    // The environment changes the seed-plan flaw rate; --set overrides it again.
+    let env_only = ctx
+        .command(&["--dry-run", "small.toml"])
+        .env("MPO_PLANNER__FLAW_RATE", "0.5")
+        .output()
+        .unwrap();
+    let both = ctx
+        .command(&["--dry-run", "small.toml", "--set", "planner.flaw_rate=0.3"])
+        .env("MPO_PLANNER__FLAW_RATE", "0.5")
+        .output()
+        .unwrap();
+    let plain = ctx.run(&["--dry-run", "small.toml"]);
+    let (e, b, p) = (
+        String::from_utf8_lossy(&env_only.stdout).to_string(),
+        String::from_utf8_lossy(&both.stdout).to_string(),
+        String::from_utf8_lossy(&plain.stdout).to_string(),
+    );
+    assert_ne!(e, p, "the MPO_ variable changes the seed_plans key");
+    assert_eq!(b, p, "--set wins over the MPO_ variable");
+}
