@@ -1,9 +1,80 @@
-//! Environments. Three kinds (DESIGN.md §2): the built-in household world
-//! ([`builtin`], in-process, deterministic), ScienceWorld and AgentGym
-//! servers (later). An environment identity — everything that changes what
-//! an episode does — goes into cache keys; its name in the spec does not.
+//! Environments behind one trait. Three kinds (DESIGN.md §2): the built-in
+//! household world ([`builtin`], in-process, deterministic), ScienceWorld
+//! (the real simulator through bridge processes) and AgentGym HTTP servers.
+//!
+//! An environment's identity — everything that changes what an episode does —
+//! goes into cache keys; its name in the spec does not. An [`EnvError`] is a
+//! failure of the environment (a dead worker, a server gone), never of the
+//! agent: the eval stage retries the episode from the start and, when
+//! retries run out, records it as an environment failure.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::parse::ActionRule;
+use crate::agent::prompt::Family;
 
 pub mod builtin;
+
+/// One task of a split, as the agent loop needs it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// Stable id, the `task_id` column (`seen/0007`, `boil/0_21`, …).
+    pub task_id: String,
+    pub split: String,
+    /// The `task_type` column.
+    pub task_type: String,
+    /// Key of the in-context example to use (the released ICL keys).
+    pub icl_key: String,
+    /// Step limit of this task.
+    pub max_steps: u32,
+}
+
+/// What the environment answered to one action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepOutcome {
+    pub observation: String,
+    /// The episode's reward so far (built-in/ALFWorld: 1 once won;
+    /// ScienceWorld: best score seen, 0–1).
+    pub reward: f64,
+    pub done: bool,
+    /// The task's goal was reached.
+    pub success: bool,
+    /// The environment did not recognise the action (ScienceWorld's
+    /// consecutive-invalid rule counts these).
+    pub invalid: bool,
+}
+
+/// A failure of the environment itself.
+#[derive(Debug, thiserror::Error)]
+#[error("environment failure: {0}")]
+pub struct EnvError(pub String);
+
+/// A running episode.
+#[async_trait]
+pub trait Episode: Send {
+    /// The task text shown to the agent (`{task}` of the first message).
+    fn task_text(&self) -> String;
+    async fn step(&mut self, action: &str) -> Result<StepOutcome, EnvError>;
+    /// Releases server/worker resources (always called).
+    async fn close(self: Box<Self>);
+}
+
+/// An environment kind with its settings.
+#[async_trait]
+pub trait Environment: Send + Sync {
+    /// Everything that changes what an episode does, for cache keys.
+    fn identity(&self) -> serde_json::Value;
+    fn family(&self) -> Family;
+    fn action_rule(&self) -> ActionRule;
+    /// The split names it has.
+    fn splits(&self) -> Vec<String>;
+    /// The first `limit` tasks of a split (all if `None`).
+    fn tasks(&self, split: &str, limit: Option<usize>) -> Result<Vec<TaskInfo>, EnvError>;
+    async fn start(&self, task: &TaskInfo) -> Result<Box<dyn Episode>, EnvError>;
+}
 
 /// The identity of the built-in world with its settings, for cache keys.
 pub fn builtin_identity(max_steps: u32) -> serde_json::Value {
@@ -12,4 +83,77 @@ pub fn builtin_identity(max_steps: u32) -> serde_json::Value {
         "generator_version": builtin::GENERATOR_VERSION,
         "max_steps": max_steps,
     })
+}
+
+/// The built-in world as an [`Environment`].
+#[derive(Clone, Debug)]
+pub struct BuiltinEnv {
+    pub max_steps: u32,
+}
+
+struct BuiltinEpisode {
+    game: builtin::Game,
+}
+
+#[async_trait]
+impl Episode for BuiltinEpisode {
+    fn task_text(&self) -> String {
+        self.game.initial_observation()
+    }
+    async fn step(&mut self, action: &str) -> Result<StepOutcome, EnvError> {
+        let out = self.game.step(action);
+        Ok(StepOutcome {
+            invalid: out.observation == builtin::NOTHING_HAPPENS,
+            observation: out.observation,
+            reward: out.reward,
+            done: out.done,
+            success: out.won,
+        })
+    }
+    async fn close(self: Box<Self>) {}
+}
+
+#[async_trait]
+impl Environment for BuiltinEnv {
+    fn identity(&self) -> serde_json::Value {
+        builtin_identity(self.max_steps)
+    }
+    fn family(&self) -> Family {
+        Family::Alfworld
+    }
+    fn action_rule(&self) -> ActionRule {
+        ActionRule::Alfworld
+    }
+    fn splits(&self) -> Vec<String> {
+        builtin::Split::ALL.iter().map(|s| s.name().to_string()).collect()
+    }
+    fn tasks(&self, split: &str, limit: Option<usize>) -> Result<Vec<TaskInfo>, EnvError> {
+        let s = builtin::Split::parse(split).ok_or_else(|| EnvError(format!("the built-in world has no split `{split}`")))?;
+        let n = limit.map_or(s.size(), |l| l.min(s.size()));
+        Ok((0..n)
+            .map(|i| {
+                let g = builtin::Game::new(s, i);
+                TaskInfo {
+                    task_id: g.task_id(),
+                    split: s.name().to_string(),
+                    task_type: g.task_type().name().to_string(),
+                    icl_key: g.task_type().icl_key().to_string(),
+                    max_steps: self.max_steps,
+                }
+            })
+            .collect())
+    }
+    async fn start(&self, task: &TaskInfo) -> Result<Box<dyn Episode>, EnvError> {
+        let game = builtin::Game::from_task_id(&task.task_id)
+            .ok_or_else(|| EnvError(format!("unknown built-in task `{}`", task.task_id)))?
+            .with_max_steps(self.max_steps);
+        Ok(Box::new(BuiltinEpisode { game }))
+    }
+}
+
+/// Builds the environment a spec declares.
+pub fn build(spec: &crate::spec::EnvSpec) -> Arc<dyn Environment> {
+    match spec {
+        crate::spec::EnvSpec::Builtin(b) => Arc::new(BuiltinEnv { max_steps: b.max_steps }),
+    }
 }

@@ -16,6 +16,7 @@ use crate::store::table::read_parquet;
 use crate::store::table::frame_to_json;
 use crate::store::Store;
 
+pub mod config;
 pub mod metrics;
 
 /// Writes the report of `plan` from the results under `store`; returns the

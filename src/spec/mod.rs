@@ -21,6 +21,7 @@ pub mod validate;
 
 pub use load::{load, LoadOptions, LoadedSpec, SpecError};
 pub use sweep::{expand, Variant};
+pub use crate::report::config::ReportSpec;
 
 /// A whole experiment spec, as written by a user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -272,24 +273,6 @@ fn default_insertions() -> Vec<Insertion> {
     vec![Insertion::Instruction]
 }
 
-/// `[report]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportSpec {
-    /// Regenerate reports at the end of a run.
-    #[serde(default = "default_true")]
-    pub enabled: bool,
-}
-
-impl Default for ReportSpec {
-    fn default() -> Self {
-        Self { enabled: true }
-    }
-}
-
-fn default_true() -> bool {
-    true
-}
 
 /// `[sweep]`: one spec, many variants.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
