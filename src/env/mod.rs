@@ -152,8 +152,28 @@ impl Environment for BuiltinEnv {
 }
 
 /// Builds the environment a spec declares.
-pub fn build(spec: &crate::spec::EnvSpec) -> Arc<dyn Environment> {
-    match spec {
+pub fn build(spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
+    Ok(match spec {
         crate::spec::EnvSpec::Builtin(b) => Arc::new(BuiltinEnv { max_steps: b.max_steps }),
+    })
+}
+
+/// Builds each environment a run needs once (worker pools and server
+/// sessions are shared by every stage of the run).
+#[derive(Default)]
+pub struct Registry {
+    cache: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn Environment>>>,
+}
+
+impl Registry {
+    pub fn get(&self, spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
+        let key = serde_json::to_string(spec).unwrap_or_default();
+        let mut cache = self.cache.lock().expect("env registry poisoned");
+        if let Some(e) = cache.get(&key) {
+            return Ok(e.clone());
+        }
+        let env = build(spec)?;
+        cache.insert(key, env.clone());
+        Ok(env)
     }
 }

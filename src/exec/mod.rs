@@ -128,6 +128,17 @@ pub struct NodeCtx {
     pub inputs: Vec<(Node, PathBuf)>,
     pub progress: ProgressBar,
     pub force: bool,
+    pub models: Arc<crate::model::Registry>,
+    pub envs: Arc<crate::env::Registry>,
+}
+
+/// The journal an item of `stage` lives in. Episodes of `mc_rollouts` and
+/// `eval` share one, so the same episode is never run twice.
+pub fn journal_namespace(stage: &str) -> &str {
+    match stage {
+        "mc_rollouts" | "eval" => "episodes",
+        other => other,
+    }
 }
 
 /// Test knob: sleep this many ms in each computed item (crash tests need a
@@ -152,7 +163,7 @@ impl NodeCtx {
         F: Fn(T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<serde_json::Value>> + Send + 'static,
     {
-        let journal = self.store.journal(self.node.stage)?;
+        let journal = self.store.journal(journal_namespace(self.node.stage))?;
         let total = items.len();
         let mut values: Vec<Option<serde_json::Value>> = vec![None; total];
         let mut todo = Vec::new();
@@ -249,6 +260,8 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
         ProgressDrawTarget::hidden()
     });
     let jobs = Arc::new(Semaphore::new(opts.jobs.max(1)));
+    let models = Arc::new(crate::model::Registry::default());
+    let envs = Arc::new(crate::env::Registry::default());
     let mut running: JoinSet<(usize, NodeStatus)> = JoinSet::new();
     let mut started = vec![false; n];
 
@@ -289,6 +302,8 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
                 inputs,
                 progress: bar(&mp, &node.label, opts.progress),
                 force: forced,
+                models: models.clone(),
+                envs: envs.clone(),
             };
             let jobs = jobs.clone();
             running.spawn(async move {

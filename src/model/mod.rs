@@ -105,4 +105,31 @@ pub trait ChatModel: Send + Sync {
     /// that changes what it answers (never secrets).
     fn identity(&self) -> String;
     async fn chat(&self, request: &ChatRequest) -> Result<Completion, ModelError>;
+    /// Waits until the model can answer (a just-started server); the default
+    /// is ready at once.
+    async fn ready(&self) -> Result<(), ModelError> {
+        Ok(())
+    }
+}
+
+/// Builds the models a run needs, once each (keyed by name and settings),
+/// shared by every stage of the run.
+#[derive(Default)]
+pub struct Registry {
+    cache: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<dyn ChatModel>>>,
+}
+
+impl Registry {
+    pub fn get(&self, name: &str, spec: &crate::spec::ModelSpec) -> Result<std::sync::Arc<dyn ChatModel>, ModelError> {
+        let key = format!("{name}:{}", serde_json::to_string(spec).unwrap_or_default());
+        let mut cache = self.cache.lock().expect("model registry poisoned");
+        if let Some(m) = cache.get(&key) {
+            return Ok(m.clone());
+        }
+        let model: std::sync::Arc<dyn ChatModel> = match spec {
+            crate::spec::ModelSpec::Openai(cfg) => std::sync::Arc::new(openai::OpenAiClient::new(name, cfg.clone())?),
+        };
+        cache.insert(key, model.clone());
+        Ok(model)
+    }
 }

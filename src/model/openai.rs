@@ -285,6 +285,10 @@ impl ChatModel for OpenAiClient {
         self.inner.identity.clone()
     }
 
+    async fn ready(&self) -> Result<(), ModelError> {
+        self.wait_ready().await
+    }
+
     async fn chat(&self, request: &ChatRequest) -> Result<Completion, ModelError> {
         let started = Instant::now();
         let inner = &self.inner;

@@ -274,9 +274,7 @@ pub fn render(plan: &Plan, store: &Store, force: &[String]) -> Result<String> {
     for n in &plan.nodes {
         let forced = force.iter().any(|s| s == n.stage);
         let done = store.is_done(n.stage, &n.key) && !forced;
-        let items = mpo::item_keys(n)?;
-        let journal = store.journal(n.stage)?;
-        let items_cached = if forced { 0 } else { items.iter().filter(|k| journal.get(k).is_some()).count() };
+        let items = mpo::item_keys(n, plan, store)?;
         let state = if done {
             cached += 1;
             "cached".to_string()
@@ -293,10 +291,14 @@ pub fn render(plan: &Plan, store: &Store, force: &[String]) -> Result<String> {
                 n.inputs.iter().map(|&i| format!("`{}`", plan.nodes[i].label)).collect::<Vec<_>>().join(", ")
             )
         };
-        let item_text = if done {
-            format!("{} items", items.len())
-        } else {
-            format!("{} items: {} cached, {} to run", items.len(), items_cached, items.len() - items_cached)
+        let item_text = match &items {
+            None => "items known once its inputs exist".to_string(),
+            Some(items) if done => format!("{} items", items.len()),
+            Some(items) => {
+                let journal = store.journal(crate::exec::journal_namespace(n.stage))?;
+                let cached = if forced { 0 } else { items.iter().filter(|k| journal.get(k).is_some()).count() };
+                format!("{} items: {} cached, {} to run", items.len(), cached, items.len() - cached)
+            }
         };
         lines.push(format!("  {} `{}` [{}]\n      {}; {}{}", n.id + 1, n.label, n.key, state, item_text, inputs));
     }

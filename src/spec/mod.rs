@@ -64,6 +64,22 @@ pub struct ExperimentSpec {
     /// Where tables and figures go.
     #[serde(default = "default_reports_dir")]
     pub reports_dir: String,
+    /// Prompt set of agents and planners: `released` (the MPO release's
+    /// prompts, default), `paper` (the paper's wording) or a directory with
+    /// the same files.
+    #[serde(default = "default_prompt_set")]
+    pub prompts: String,
+    /// Retries of an episode whose environment failed (a dead worker, a
+    /// server gone), before it is recorded as an environment failure.
+    #[serde(default = "default_env_retries")]
+    pub env_retries: u32,
+}
+
+fn default_prompt_set() -> String {
+    "released".into()
+}
+fn default_env_retries() -> u32 {
+    2
 }
 
 fn default_results_dir() -> String {
@@ -161,6 +177,26 @@ pub struct PlannerSpec {
     /// Attempts per task when an LLM teacher's reply cannot be parsed.
     #[serde(default = "default_teacher_attempts")]
     pub teacher_attempts: u32,
+    /// The SFT planner that samples plans (a model name). A `local` model is
+    /// fine-tuned on the seed plans first; an `openai` model is taken as an
+    /// already fine-tuned planner served elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// A strong model prompted as planner (Table 3's "GPT" row, planner
+    /// variant `prompted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompted: Option<String>,
+    /// Train tasks used for plan sampling and Monte Carlo scoring (default:
+    /// all of the env's train tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_tasks: Option<usize>,
+    /// Max new tokens of a plan.
+    #[serde(default = "default_plan_tokens")]
+    pub max_tokens: u32,
+}
+
+fn default_plan_tokens() -> u32 {
+    512
 }
 
 fn default_teacher() -> String {
@@ -261,6 +297,17 @@ pub struct EvalSpec {
     /// Agent sampling temperature at test time (paper: 0).
     #[serde(default)]
     pub temperature: f64,
+    /// Use only the first K tasks of each split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<usize>,
+    /// Episodes in flight at once (bounded further by each model's own
+    /// concurrency).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_concurrency() -> usize {
+    64
 }
 
 fn default_eval_splits() -> Vec<String> {

@@ -131,6 +131,16 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
         if planner.seed_tasks == Some(0) {
             e.push(format!("`planner.seed_tasks` = 0 in {}: must be >= 1", source("planner.seed_tasks")));
         }
+        for (key, m) in [("planner.model", &planner.model), ("planner.prompted", &planner.prompted)] {
+            if let Some(m) = m {
+                if !spec.models.contains_key(m) {
+                    e.unknown(key, m, &model_names, "model");
+                }
+            }
+        }
+        if planner.train_tasks == Some(0) {
+            e.bad("planner.train_tasks", "0".into(), "must be >= 1");
+        }
         if planner.teacher_attempts == 0 {
             e.push(format!(
                 "`planner.teacher_attempts` = 0 in {}: must be >= 1",
@@ -166,6 +176,12 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
                     }
                 }
             }
+        }
+        if eval.tasks == Some(0) {
+            e.bad("eval.tasks", "0".into(), "must be >= 1");
+        }
+        if eval.concurrency == 0 {
+            e.bad("eval.concurrency", "0".into(), "must be >= 1");
         }
         if !(0.0..=2.0).contains(&eval.temperature) {
             e.push(format!(

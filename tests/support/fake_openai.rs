@@ -35,6 +35,8 @@ use tokio::sync::Notify;
 
 /// Scripted reply: the text of every choice, from the request's messages.
 pub type Responder = Arc<dyn Fn(&[Message]) -> String + Send + Sync>;
+/// A responder that also sees the request's seed.
+pub type SeededResponder = Arc<dyn Fn(&[Message], Option<u64>) -> String + Send + Sync>;
 /// Per-request fault script: `(request counter, JSON body)` → fault.
 pub type FaultScript = Arc<dyn Fn(u64, &Value) -> Option<Fault> + Send + Sync>;
 
@@ -74,6 +76,7 @@ pub struct FakeOptions {
     /// Overrides the rate: decides the fault of each request.
     pub script: Option<FaultScript>,
     pub responder: Option<Responder>,
+    pub seeded_responder: Option<SeededResponder>,
     /// `GET /v1/models` and chat answer 503 until this long after start.
     pub ready_after: Duration,
     /// If set, requests without `Authorization: Bearer {key}` get 401.
@@ -92,6 +95,7 @@ impl Default for FakeOptions {
             fault_seed: 0x5eed,
             script: None,
             responder: None,
+            seeded_responder: None,
             ready_after: Duration::ZERO,
             require_key: None,
             echo_auth_in_errors: false,
@@ -112,6 +116,10 @@ impl FakeOptions {
     }
     pub fn script(mut self, f: impl Fn(u64, &Value) -> Option<Fault> + Send + Sync + 'static) -> Self {
         self.script = Some(Arc::new(f));
+        self
+    }
+    pub fn seeded_responder(mut self, f: impl Fn(&[Message], Option<u64>) -> String + Send + Sync + 'static) -> Self {
+        self.seeded_responder = Some(Arc::new(f));
         self
     }
     pub fn responder(mut self, f: impl Fn(&[Message]) -> String + Send + Sync + 'static) -> Self {
@@ -392,6 +400,7 @@ async fn chat(
     let texts: Vec<String> = (0..n)
         .map(|i| match (&fault, &st.opts.responder) {
             (Some(Fault::EmptyContent), _) => String::new(),
+            _ if st.opts.seeded_responder.is_some() => (st.opts.seeded_responder.as_ref().unwrap())(&messages, seed),
             (_, Some(r)) => r(&messages),
             (_, None) => expected_answer(&last, seed, i),
         })

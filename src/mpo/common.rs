@@ -1,0 +1,221 @@
+//! Pieces shared by the model-calling stages: seeds, plan extraction,
+//! prompt sets, and the episode item every rollout stage records.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::agent::episode::{run_episode, EpisodeResult, EpisodeSpec, Quirks};
+use crate::agent::prompt::{Family, PromptSet};
+use crate::env::{Environment, TaskInfo};
+use crate::model::{ChatModel, ChatRequest, Message};
+use crate::spec::Insertion;
+use crate::store::table::EpisodeRow;
+
+/// A seed derived from the experiment seed and a path of names/indices.
+pub fn derive_seed(base: u64, parts: &[&str]) -> u64 {
+    let h = blake3::hash(format!("{base}:{}", parts.join("/")).as_bytes());
+    // Keep seeds within i64 so every server accepts them.
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) >> 1
+}
+
+/// The plan inside a planner's reply: the text between `<workflow>` tags
+/// (or `<meta_plan>` tags), or the whole reply when there are none.
+pub fn extract_plan(reply: &str) -> String {
+    for (open, close) in [("<workflow>", "</workflow>"), ("<meta_plan>", "</meta_plan>"), ("<meta plan>", "</meta plan>")] {
+        if let Some(start) = reply.find(open) {
+            let rest = &reply[start + open.len()..];
+            let end = rest.find(close).unwrap_or(rest.len());
+            return rest[..end].trim().to_string();
+        }
+    }
+    reply.trim().to_string()
+}
+
+/// The prompt set a spec names (`released`, `paper` or a directory).
+pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
+    match name {
+        "released" | "paper" => PromptSet::embedded(name, family),
+        dir => PromptSet::from_dir(Path::new(dir), family),
+    }
+}
+
+/// The identity of a prompt set for item keys: its name for embedded sets,
+/// its content hash for a directory.
+pub fn prompt_identity(set: &PromptSet) -> String {
+    if set.name == "released" || set.name == "paper" {
+        return set.name.clone();
+    }
+    let text = format!("{}\n{:?}\n{}", set.instruction, set.icl, set.planner);
+    format!("dir:{}", &blake3::hash(text.as_bytes()).to_hex()[..16])
+}
+
+/// One plan sampled from a planner: a greedy or seeded chat call with the
+/// planner prompt.
+pub async fn sample_plan(
+    model: &dyn ChatModel,
+    prompts: &PromptSet,
+    task_text: &str,
+    temperature: f64,
+    seed: Option<u64>,
+    max_tokens: u32,
+) -> Result<(String, String)> {
+    let mut req = ChatRequest::new(vec![Message::user(prompts.planner_prompt(task_text))]);
+    req.params.temperature = Some(temperature);
+    req.params.seed = seed;
+    req.params.max_tokens = Some(max_tokens);
+    // The planner writes several lines: the agent's stop strings must not cut it.
+    let completion = model.chat(&req).await.map_err(|e| anyhow!("planner call failed: {e}"))?;
+    let reply = completion.texts.into_iter().next().unwrap_or_default();
+    if reply.trim().is_empty() {
+        return Err(anyhow!("the planner answered with an empty plan"));
+    }
+    Ok((extract_plan(&reply), reply))
+}
+
+/// The task text a planner sees: the goal line of the task (`Your task is
+/// to: …` → `…`), else the whole text.
+pub fn planner_task_text(task_text: &str) -> String {
+    match task_text.rsplit_once("Your task is to: ") {
+        Some((_, goal)) => goal.trim().to_string(),
+        None => task_text.trim().to_string(),
+    }
+}
+
+/// An episode as journaled: the result, or an environment failure after
+/// the retries ran out.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpisodeItem {
+    pub result: Option<EpisodeResult>,
+    pub env_failure: Option<String>,
+}
+
+/// Runs an episode, retrying from the start when the environment fails.
+/// Model errors fail the item (a rerun retries it).
+#[allow(clippy::too_many_arguments)]
+pub async fn episode_item(
+    model: Arc<dyn ChatModel>,
+    env: Arc<dyn Environment>,
+    task: TaskInfo,
+    prompts: Arc<PromptSet>,
+    plan: Option<String>,
+    insertion: Insertion,
+    temperature: f64,
+    seed: Option<u64>,
+    env_retries: u32,
+) -> Result<serde_json::Value> {
+    let spec = EpisodeSpec {
+        prompts: &prompts,
+        plan: plan.as_deref(),
+        insertion,
+        temperature,
+        seed,
+        quirks: Quirks::default(),
+    };
+    let mut last = String::new();
+    for _ in 0..=env_retries {
+        match run_episode(model.as_ref(), env.as_ref(), &task, &spec).await {
+            Ok(r) => return Ok(serde_json::to_value(EpisodeItem { result: Some(r), env_failure: None })?),
+            Err(crate::agent::episode::EpisodeError::Env(e)) => {
+                tracing::warn!("task `{}`: {e}; retrying the episode from the start", task.task_id);
+                last = e.to_string();
+            }
+            Err(e) => return Err(anyhow!("task `{}`: {e}", task.task_id)),
+        }
+    }
+    Ok(serde_json::to_value(EpisodeItem { result: None, env_failure: Some(last) })?)
+}
+
+/// Fields of an episode row that do not come from the episode itself.
+pub struct RowContext<'a> {
+    pub stage: &'a str,
+    pub env: &'a str,
+    pub agent: &'a str,
+    pub planner: &'a str,
+    pub insertion: Insertion,
+    pub temperature: f64,
+}
+
+/// The `episodes` row of a journaled episode item.
+pub fn episode_row(
+    ctx: &RowContext<'_>,
+    task: &TaskInfo,
+    item: &serde_json::Value,
+    plan: Option<(&str, &str)>,
+    rollout: u64,
+    seed: Option<u64>,
+) -> Result<EpisodeRow> {
+    let item: EpisodeItem = serde_json::from_value(item.clone()).context("malformed episode item")?;
+    let (reward, success, steps, finish, pt, ct, wall, messages) = match &item.result {
+        Some(r) => (
+            r.reward,
+            r.success,
+            r.steps,
+            r.finish_reason.clone(),
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.wall_ms,
+            serde_json::to_string(&r.messages)?,
+        ),
+        None => (0.0, false, 0, "env_failure".to_string(), 0, 0, 0, "[]".to_string()),
+    };
+    Ok(EpisodeRow {
+        stage: ctx.stage.into(),
+        env: ctx.env.into(),
+        split: task.split.clone(),
+        task_id: task.task_id.clone(),
+        task_type: task.task_type.clone(),
+        agent: ctx.agent.into(),
+        planner: ctx.planner.into(),
+        insertion: if plan.is_some() { insertion_name(ctx.insertion).into() } else { "none".into() },
+        plan_id: plan.map(|(id, _)| id.to_string()),
+        rollout,
+        seed,
+        temperature: ctx.temperature,
+        reward,
+        success,
+        steps,
+        finish_reason: finish,
+        prompt_tokens: pt,
+        completion_tokens: ct,
+        wall_ms: wall,
+        plan: plan.map(|(_, text)| text.to_string()),
+        messages,
+    })
+}
+
+pub fn insertion_name(i: Insertion) -> &'static str {
+    match i {
+        Insertion::Instruction => "instruction",
+        Insertion::Thought => "thought",
+        Insertion::Observation => "observation",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_are_taken_from_tags_or_whole() {
+        assert_eq!(extract_plan("sure!\n<workflow>\nStep 1: a\nStep 2: b\n</workflow>\nbye"), "Step 1: a\nStep 2: b");
+        assert_eq!(extract_plan("<meta_plan>Step 1: x</meta_plan>"), "Step 1: x");
+        assert_eq!(extract_plan("  Step 1: y  "), "Step 1: y");
+        assert_eq!(extract_plan("<workflow>Step 1: unterminated"), "Step 1: unterminated");
+    }
+
+    #[test]
+    fn planner_sees_the_goal() {
+        assert_eq!(planner_task_text("You are in the middle of a room.\nYour task is to: put a mug in cabinet."), "put a mug in cabinet.");
+        assert_eq!(planner_task_text("boil water"), "boil water");
+    }
+
+    #[test]
+    fn seeds_are_stable_and_distinct() {
+        assert_eq!(derive_seed(0, &["a", "1"]), derive_seed(0, &["a", "1"]));
+        assert_ne!(derive_seed(0, &["a", "1"]), derive_seed(0, &["a", "2"]));
+        assert!(derive_seed(7, &["x"]) <= i64::MAX as u64);
+    }
+}

@@ -1,0 +1,219 @@
+//! Stage `pairs`: contrastive plan pairs (paper Eq. 7) and the RFT set.
+//!
+//! Per task: chosen = the plan with the highest Q, rejected = the lowest;
+//! ties are broken by sample index (the first wins, for both the highest
+//! and the lowest); a task whose plans all have the same Q (or that has
+//! fewer than two scored plans) is skipped and counted. RFT data = the best
+//! plan of every task that has a pair (ties skipped the same way).
+//!
+//! - In: an `mc_rollouts` artifact (`scored.jsonl`).
+//! - Out: `pairs.parquet`, `pairs.jsonl`, `rft.jsonl`, `summary.json`
+//!   (tasks, pairs, skipped), and `datasets/` in the formats external
+//!   trainers read: TRL (`prompt`/`chosen`/`rejected` JSONL) and
+//!   LLaMA-Factory (sharegpt, `ranking: true` for DPO) with
+//!   `dataset_info.json`.
+//! - Key: the planner prompt set and the input's key.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::common::prompt_set;
+use super::mc_rollouts::ScoredPlan;
+use super::sample_plans::{read_jsonl, write_jsonl};
+use crate::exec::{NodeCtx, StageOutput};
+use crate::store::table::{self, Col, ColType};
+use crate::store::ArtifactWriter;
+
+pub const NAME: &str = "pairs";
+pub const VERSION: u32 = 1;
+
+/// Columns of `pairs.parquet` (DESIGN.md §4).
+pub const PAIRS: &[Col] = &[
+    Col { name: "task_id", ty: ColType::Str, nullable: false },
+    Col { name: "chosen", ty: ColType::Str, nullable: false },
+    Col { name: "rejected", ty: ColType::Str, nullable: false },
+    Col { name: "chosen_q", ty: ColType::F64, nullable: false },
+    Col { name: "rejected_q", ty: ColType::F64, nullable: false },
+    Col { name: "chosen_sample", ty: ColType::U64, nullable: false },
+    Col { name: "rejected_sample", ty: ColType::U64, nullable: false },
+];
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PairsWork {
+    pub env_name: String,
+    pub prompts: String,
+    pub family: String,
+}
+
+/// One preference pair.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PairRow {
+    pub task_id: String,
+    pub chosen: String,
+    pub rejected: String,
+    pub chosen_q: f64,
+    pub rejected_q: f64,
+    pub chosen_sample: u64,
+    pub rejected_sample: u64,
+}
+
+/// The result of Eq. 7 over a set of scored plans.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    pub pairs: Vec<PairRow>,
+    /// Best plan per paired task (the RFT data), as (task id, sample, text).
+    pub best: Vec<(String, u64, String)>,
+    pub tasks: usize,
+    pub skipped_all_equal: usize,
+    pub skipped_too_few: usize,
+}
+
+/// (task id, sample index, Q, text) → pairs by Eq. 7 and the tie rule.
+pub fn select(plans: &[(String, u64, Option<f64>, String)]) -> Selection {
+    let mut by_task: BTreeMap<&str, Vec<(u64, f64, &str)>> = BTreeMap::new();
+    let mut tasks = std::collections::BTreeSet::new();
+    for (task, sample, q, text) in plans {
+        tasks.insert(task.as_str());
+        if let Some(q) = q {
+            by_task.entry(task).or_default().push((*sample, *q, text));
+        }
+    }
+    let mut sel = Selection { pairs: vec![], best: vec![], tasks: tasks.len(), skipped_all_equal: 0, skipped_too_few: 0 };
+    sel.skipped_too_few = tasks.iter().filter(|t| by_task.get(**t).is_none_or(|v| v.len() < 2)).count();
+    for (task, mut v) in by_task {
+        if v.len() < 2 {
+            continue;
+        }
+        v.sort_by_key(|(s, _, _)| *s);
+        // First strictly greater / strictly smaller wins: ties go to the
+        // lowest sample index.
+        let mut hi = v[0];
+        let mut lo = v[0];
+        for &p in &v[1..] {
+            if p.1 > hi.1 {
+                hi = p;
+            }
+            if p.1 < lo.1 {
+                lo = p;
+            }
+        }
+        if hi.1 == lo.1 {
+            sel.skipped_all_equal += 1;
+            continue;
+        }
+        sel.best.push((task.to_string(), hi.0, hi.2.to_string()));
+        sel.pairs.push(PairRow {
+            task_id: task.to_string(),
+            chosen: hi.2.to_string(),
+            rejected: lo.2.to_string(),
+            chosen_q: hi.1,
+            rejected_q: lo.1,
+            chosen_sample: hi.0,
+            rejected_sample: lo.0,
+        });
+    }
+    sel
+}
+
+pub async fn run(w: &PairsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+    let scored: Vec<ScoredPlan> = read_jsonl(&ctx.inputs[0].1.join("scored.jsonl"))?;
+    let input: Vec<(String, u64, Option<f64>, String)> =
+        scored.iter().map(|s| (s.plan.task.task_id.clone(), s.plan.sample as u64, s.q, s.plan.text.clone())).collect();
+    let sel = select(&input);
+    let n = table::write_rows(&writer.path("pairs.parquet"), PAIRS, &sel.pairs)?;
+    write_jsonl(&writer.path("pairs.jsonl"), &sel.pairs)?;
+    let rft: Vec<serde_json::Value> =
+        sel.best.iter().map(|(t, s, text)| serde_json::json!({"task_id": t, "sample": s, "plan": text})).collect();
+    write_jsonl(&writer.path("rft.jsonl"), &rft)?;
+    let summary = serde_json::json!({
+        "tasks": sel.tasks, "pairs": sel.pairs.len(),
+        "skipped_all_equal": sel.skipped_all_equal, "skipped_too_few_scored": sel.skipped_too_few,
+    });
+    writer.write_json("summary.json", &summary)?;
+    tracing::info!(
+        "pairs: {} of {} tasks paired; skipped {} with all-equal Q, {} with fewer than two scored plans",
+        sel.pairs.len(), sel.tasks, sel.skipped_all_equal, sel.skipped_too_few
+    );
+
+    // Task text of each task, for the exported prompts.
+    let family = if w.family == "sciworld" { crate::agent::prompt::Family::Sciworld } else { crate::agent::prompt::Family::Alfworld };
+    let prompts = prompt_set(&w.prompts, family)?;
+    let goal: BTreeMap<&str, &str> = scored.iter().map(|s| (s.plan.task.task_id.as_str(), s.plan.goal.as_str())).collect();
+    let prompt_of = |task: &str| prompts.planner_prompt(goal.get(task).copied().unwrap_or(""));
+    export_datasets(writer, &sel, &prompt_of)?;
+    Ok(StageOutput::new(0, 0).table("pairs", n).file("rft.jsonl", rft.len()))
+}
+
+fn export_datasets(writer: &ArtifactWriter, sel: &Selection, prompt_of: &dyn Fn(&str) -> String) -> Result<()> {
+    let dir = writer.path("datasets");
+    std::fs::create_dir_all(&dir)?;
+    let trl: Vec<serde_json::Value> = sel
+        .pairs
+        .iter()
+        .map(|p| serde_json::json!({"prompt": prompt_of(&p.task_id), "chosen": p.chosen, "rejected": p.rejected}))
+        .collect();
+    write_jsonl(&dir.join("trl_dpo.jsonl"), &trl)?;
+    let lf_dpo: Vec<serde_json::Value> = sel
+        .pairs
+        .iter()
+        .map(|p| serde_json::json!({
+            "conversations": [{"from": "human", "value": prompt_of(&p.task_id)}],
+            "chosen": {"from": "gpt", "value": p.chosen},
+            "rejected": {"from": "gpt", "value": p.rejected},
+        }))
+        .collect();
+    std::fs::write(dir.join("mpo_dpo.json"), serde_json::to_vec_pretty(&lf_dpo)?)?;
+    let lf_rft: Vec<serde_json::Value> = sel
+        .best
+        .iter()
+        .map(|(t, _, text)| serde_json::json!({"conversations": [
+            {"from": "human", "value": prompt_of(t)}, {"from": "gpt", "value": text}]}))
+        .collect();
+    std::fs::write(dir.join("mpo_rft.json"), serde_json::to_vec_pretty(&lf_rft)?)?;
+    let info = serde_json::json!({
+        "mpo_dpo": {"file_name": "mpo_dpo.json", "formatting": "sharegpt", "ranking": true,
+                    "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
+        "mpo_rft": {"file_name": "mpo_rft.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}},
+    });
+    std::fs::write(dir.join("dataset_info.json"), serde_json::to_vec_pretty(&info)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(task: &str, sample: u64, q: Option<f64>) -> (String, u64, Option<f64>, String) {
+        (task.to_string(), sample, q, format!("{task}-plan{sample}"))
+    }
+
+    #[test]
+    fn eq7_with_ties_all_equal_and_single_plans() {
+        let sel = select(&[
+            // Distinct: best sample 1, worst sample 2.
+            p("a", 0, Some(0.4)), p("a", 1, Some(0.8)), p("a", 2, Some(0.0)),
+            // Ties at the top and bottom: first index wins both.
+            p("b", 0, Some(0.2)), p("b", 1, Some(1.0)), p("b", 2, Some(1.0)), p("b", 3, Some(0.2)),
+            // All equal: skipped.
+            p("c", 0, Some(0.6)), p("c", 1, Some(0.6)),
+            // One plan: skipped (too few).
+            p("d", 0, Some(1.0)),
+            // Unscored plans do not count.
+            p("e", 0, Some(1.0)), p("e", 1, None),
+        ]);
+        assert_eq!(sel.tasks, 5);
+        assert_eq!(sel.skipped_all_equal, 1);
+        assert_eq!(sel.skipped_too_few, 2);
+        let got: Vec<_> = sel.pairs.iter().map(|r| (r.task_id.as_str(), r.chosen_sample, r.rejected_sample, r.chosen_q, r.rejected_q)).collect();
+        assert_eq!(got, vec![("a", 1, 2, 0.8, 0.0), ("b", 1, 0, 1.0, 0.2)]);
+        assert_eq!(sel.best, vec![("a".into(), 1, "a-plan1".into()), ("b".into(), 1, "b-plan1".into())]);
+    }
+
+    #[test]
+    fn sample_order_not_input_order_breaks_ties() {
+        let sel = select(&[p("x", 2, Some(1.0)), p("x", 0, Some(1.0)), p("x", 1, Some(0.0))]);
+        assert_eq!(sel.pairs[0].chosen_sample, 0);
+    }
+}

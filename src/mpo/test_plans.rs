@@ -1,0 +1,132 @@
+//! Stage `test_plans`: one greedy plan per test task for a planner variant
+//! (paper §4.1: plans are generated once at temperature 0 and reused for
+//! every agent).
+//!
+//! - In: the planner of the variant: `sft` = `planner.model`; `prompted` =
+//!   `planner.prompted` (a strong model given the planner prompt, Table 3's
+//!   "GPT" row). (`rft` and `mpo` read trained checkpoints.)
+//! - Out: `plans.jsonl` (task id → plan) and `plans.parquet` (planner =
+//!   the variant, sample 0).
+//! - Key: variant, planner model settings, prompt set, env identity, split,
+//!   task count, max tokens. Items: one per task.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::common::{planner_task_text, prompt_identity, prompt_set, sample_plan};
+use super::sample_plans::{read_jsonl, write_jsonl};
+use crate::env::TaskInfo;
+use crate::exec::{NodeCtx, StageOutput};
+use crate::plan::short_hash;
+use crate::spec::{EnvSpec, ModelSpec, PlannerVariant};
+use crate::store::table::{self, PlanRow, PLANS};
+use crate::store::ArtifactWriter;
+
+pub const NAME: &str = "test_plans";
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TestPlansWork {
+    pub variant: PlannerVariant,
+    pub env_name: String,
+    pub env: EnvSpec,
+    pub split: String,
+    pub tasks: Option<usize>,
+    pub model_name: String,
+    pub model: ModelSpec,
+    pub prompts: String,
+    pub max_tokens: u32,
+}
+
+/// A test plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestPlan {
+    pub task_id: String,
+    pub plan: String,
+}
+
+pub fn variant_name(v: PlannerVariant) -> &'static str {
+    match v {
+        PlannerVariant::None => "none",
+        PlannerVariant::Sft => "sft",
+        PlannerVariant::Rft => "rft",
+        PlannerVariant::Mpo => "mpo",
+        PlannerVariant::Prompted => "prompted",
+    }
+}
+
+impl TestPlansWork {
+    pub fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "variant": self.variant,
+            "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+            "env_name": self.env_name,
+            "split": self.split,
+            "tasks": self.tasks,
+            "model": self.model,
+            "prompts": self.prompts,
+            "max_tokens": self.max_tokens,
+        })
+    }
+
+    pub fn tasks(&self) -> Result<Vec<TaskInfo>> {
+        Ok(crate::env::build(&self.env)?.tasks(&self.split, self.tasks)?)
+    }
+
+    fn item_key(&self, pid: &str, task_id: &str) -> String {
+        short_hash(
+            &serde_json::json!({
+                "stage": NAME, "version": VERSION, "model": self.model, "prompts": pid,
+                "task": task_id, "temperature": 0.0, "max_tokens": self.max_tokens,
+            })
+            .to_string(),
+        )
+    }
+
+    pub fn item_keys(&self) -> Result<Vec<String>> {
+        let env = crate::env::build(&self.env)?;
+        let pid = prompt_identity(&prompt_set(&self.prompts, env.family())?);
+        Ok(self.tasks()?.iter().map(|t| self.item_key(&pid, &t.task_id)).collect())
+    }
+}
+
+pub async fn run(w: &TestPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+    let env = ctx.envs.get(&w.env)?;
+    let model = ctx.models.get(&w.model_name, &w.model)?;
+    model.ready().await?;
+    let prompts = Arc::new(prompt_set(&w.prompts, env.family())?);
+    let pid = prompt_identity(&prompts);
+    let mut items = Vec::new();
+    for task in w.tasks()? {
+        let ep = env.start(&task).await?;
+        let goal = planner_task_text(&ep.task_text());
+        ep.close().await;
+        items.push((w.item_key(&pid, &task.task_id), (task.task_id.clone(), goal)));
+    }
+    let max_tokens = w.max_tokens;
+    let results = ctx
+        .run_items(items, 256, move |(task_id, goal): (String, String)| {
+            let (model, prompts) = (model.clone(), prompts.clone());
+            async move {
+                let (plan, _) = sample_plan(model.as_ref(), &prompts, &goal, 0.0, None, max_tokens).await?;
+                Ok(serde_json::to_value(TestPlan { task_id, plan })?)
+            }
+        })
+        .await?;
+    let plans: Vec<TestPlan> = results.values.iter().map(|v| serde_json::from_value(v.clone())).collect::<Result<_, _>>()?;
+    write_jsonl(&writer.path("plans.jsonl"), &plans)?;
+    let rows: Vec<PlanRow> = plans
+        .iter()
+        .map(|p| PlanRow { task_id: p.task_id.clone(), planner: variant_name(w.variant).into(), sample: 0, text: p.plan.clone(), q: None, n: None })
+        .collect();
+    let n = table::write_rows(&writer.path("plans.parquet"), PLANS, &rows)?;
+    Ok(StageOutput::new(results.reused, results.computed).table("plans", n).file("plans.jsonl", plans.len()))
+}
+
+/// Reads a `test_plans` artifact: task id → plan.
+pub fn read_plans(dir: &std::path::Path) -> Result<std::collections::HashMap<String, String>> {
+    let plans: Vec<TestPlan> = read_jsonl(&dir.join("plans.jsonl"))?;
+    Ok(plans.into_iter().map(|p| (p.task_id, p.plan)).collect())
+}

@@ -1,0 +1,181 @@
+//! The agent loop and the `eval` stage end to end: scripted chat models
+//! behind the real HTTP client, the built-in world, the real binary.
+
+#[path = "support/fake_openai.rs"]
+mod fake_openai;
+#[path = "support/scripted.rs"]
+mod scripted;
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::TestContext;
+use fake_openai::{FakeOptions, FakeServer};
+use mpo_run::model::Message;
+use mpo_run::store::table::{read_rows, EpisodeRow};
+
+async fn run_bin(ctx: &TestContext, args: &[&str]) -> std::process::Output {
+    let mut cmd = ctx.command(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run mpo-run")).await.unwrap()
+}
+
+fn spec(expert: &str, lazy: &str, tasks: usize, concurrency: usize) -> String {
+    format!(
+        r#"
+[experiment]
+name = "evaltest"
+seed = 1
+
+[models.expert]
+kind = "openai"
+base_url = "{expert}"
+model = "expert"
+
+[models.lazy]
+kind = "openai"
+base_url = "{lazy}"
+model = "lazy"
+
+[envs.household]
+kind = "builtin"
+tasks = {{ train = 20 }}
+
+[planner]
+prompted = "expert"
+
+[eval]
+agents = ["expert", "lazy"]
+envs = ["household"]
+splits = ["seen"]
+tasks = {tasks}
+planners = ["none", "prompted"]
+insertion = ["instruction", "observation"]
+concurrency = {concurrency}
+"#
+    )
+}
+
+async fn servers() -> (FakeServer, FakeServer) {
+    let expert = FakeServer::start(FakeOptions::default().responder(|m: &[Message]| {
+        if scripted::is_planner_prompt(m) {
+            scripted::planner(m, None)
+        } else {
+            scripted::expert_agent(m)
+        }
+    }))
+    .await;
+    let lazy = FakeServer::start(FakeOptions::default().responder(scripted::lazy_agent)).await;
+    (expert, lazy)
+}
+
+fn eval_rows(ctx: &TestContext) -> Vec<EpisodeRow> {
+    let rows: Vec<EpisodeRow> = read_rows(&ctx.path("results/evaltest/episodes.parquet")).unwrap();
+    rows.into_iter().filter(|r| r.stage == "eval").collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eval_with_and_without_plans_records_expected_rewards() {
+    let (expert, lazy) = servers().await;
+    let ctx = TestContext::new();
+    ctx.write("eval.toml", &spec(&expert.base_url(), &lazy.base_url(), 8, 16));
+    let out = run_bin(&ctx, &["eval.toml"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let rows = eval_rows(&ctx);
+    // none: 2 agents × 8 tasks; prompted: × 2 insertion positions.
+    assert_eq!(rows.len(), 16 + 32);
+    let mut cells: BTreeMap<(String, String, String), (usize, f64)> = BTreeMap::new();
+    for r in &rows {
+        let c = cells.entry((r.agent.clone(), r.planner.clone(), r.insertion.clone())).or_default();
+        c.0 += 1;
+        c.1 += r.reward;
+        match r.agent.as_str() {
+            "expert" => assert!(r.success && r.reward == 1.0 && r.finish_reason == "success", "{} {}", r.task_id, r.finish_reason),
+            _ => assert!(!r.success && r.reward == 0.0 && r.steps == 30 && r.finish_reason == "step_limit", "{} {}", r.task_id, r.finish_reason),
+        }
+        assert_eq!(r.plan.is_some(), r.planner == "prompted");
+        let messages: Vec<Message> = serde_json::from_str(&r.messages).unwrap();
+        let first = &messages[0].content;
+        match r.insertion.as_str() {
+            "instruction" => assert!(first.contains("This workflow maybe helpful for you to complete the task:\nStep 1:")),
+            "observation" => {
+                assert!(!first.contains("This workflow maybe helpful"));
+                assert!(messages[2].content.starts_with("Observation: ") && messages[2].content.contains("This workflow maybe helpful"));
+            }
+            _ => assert!(!first.contains("This workflow maybe helpful")),
+        }
+        assert_eq!(messages.len() as u64, 1 + 2 * r.steps, "first message, then a reply and an observation per step");
+        assert!(r.prompt_tokens > 0 && r.completion_tokens > 0);
+    }
+    let summary: Vec<String> = cells.iter().map(|((a, p, i), (n, s))| format!("{a}/{p}/{i}: {n} episodes, reward {s}")).collect();
+    assert_eq!(
+        summary,
+        vec![
+            "expert/none/none: 8 episodes, reward 8",
+            "expert/prompted/instruction: 8 episodes, reward 8",
+            "expert/prompted/observation: 8 episodes, reward 8",
+            "lazy/none/none: 8 episodes, reward 0",
+            "lazy/prompted/instruction: 8 episodes, reward 0",
+            "lazy/prompted/observation: 8 episodes, reward 0",
+        ]
+    );
+    // Plans were generated once per task and reused by every agent.
+    let planner_calls = expert.chat_requests().iter().filter(|r| r.body["messages"][0]["content"].as_str().unwrap_or("").starts_with("Please generate")).count();
+    assert_eq!(planner_calls, 8);
+
+    // A rerun is a no-op: no model is called.
+    let before = expert.chat_count() + lazy.chat_count();
+    let again = run_bin(&ctx, &["eval.toml"]).await;
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing to do"));
+    assert_eq!(expert.chat_count() + lazy.chat_count(), before);
+}
+
+fn journal_lines(ctx: &TestContext) -> usize {
+    let Ok(rd) = std::fs::read_dir(ctx.path("results/items/episodes")) else { return 0 };
+    rd.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().lines().count()).sum()
+}
+
+/// Rows without what legitimately differs between two runs (wall time).
+fn comparable(ctx: &TestContext) -> Vec<String> {
+    let mut v: Vec<String> = eval_rows(ctx)
+        .into_iter()
+        .map(|mut r| {
+            r.wall_ms = 0;
+            serde_json::to_string(&r).unwrap()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_eval_resumes_to_the_same_rows() {
+    let (expert, lazy) = servers().await;
+    let reference = TestContext::new();
+    reference.write("eval.toml", &spec(&expert.base_url(), &lazy.base_url(), 12, 2));
+    assert!(run_bin(&reference, &["eval.toml"]).await.status.success());
+
+    let ctx = TestContext::new();
+    ctx.write("eval.toml", &spec(&expert.base_url(), &lazy.base_url(), 12, 2));
+    let mut child = ctx
+        .command(&["eval.toml"])
+        .env("MPORUN_TEST_ITEM_DELAY_MS", "40")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while journal_lines(&ctx) < 6 {
+        assert!(start.elapsed() < Duration::from_secs(120), "the eval never got going");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = journal_lines(&ctx);
+    assert!(done < 72, "killed mid-stage ({done} of 72 episodes done)");
+
+    let out = run_bin(&ctx, &["eval.toml"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(comparable(&reference), comparable(&ctx));
+    assert_eq!(journal_lines(&ctx), 72, "each episode journaled exactly once");
+}
