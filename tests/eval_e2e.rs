@@ -179,3 +179,93 @@ async fn killed_eval_resumes_to_the_same_rows() {
     assert_eq!(comparable(&reference), comparable(&ctx));
     assert_eq!(journal_lines(&ctx), 72, "each episode journaled exactly once");
 }
+
+fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.is_dir() {
+            files_under(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_key_is_sent_but_never_written() {
+    const SECRET: &str = "sk-test-3f9a1c0d7e-never-write-me";
+    let server = FakeServer::start(FakeOptions::default().require_key(SECRET).responder(scripted::expert_agent)).await;
+    let ctx = TestContext::new();
+    ctx.write(
+        "secret.toml",
+        &format!(
+            r#"
+[experiment]
+name = "secret"
+
+[models.agent]
+kind = "openai"
+base_url = "{}"
+model = "agent"
+api_key_env = "MPO_TEST_SECRET_KEY"
+
+[envs.household]
+kind = "builtin"
+
+[eval]
+agents = ["agent"]
+envs = ["household"]
+splits = ["seen"]
+tasks = 3
+"#,
+            server.base_url()
+        ),
+    );
+    let mut cmd = ctx.command(&["secret.toml", "-vv"]);
+    cmd.env("MPO_TEST_SECRET_KEY", SECRET);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Sent as a bearer token (the server refuses requests without it).
+    let reqs = server.chat_requests();
+    assert!(!reqs.is_empty());
+    assert!(reqs.iter().all(|r| r.header("authorization") == Some(&format!("Bearer {SECRET}"))));
+    let rows = eval_rows_of(&ctx, "secret");
+    assert!(rows.iter().all(|r| r.reward == 1.0));
+    // Nowhere on disk, nor in what the run printed.
+    let mut files = Vec::new();
+    files_under(&ctx.path("results"), &mut files);
+    files_under(&ctx.path("reports"), &mut files);
+    assert!(files.iter().any(|f| f.extension().is_some_and(|e| e == "log")));
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "the key leaked into {}", f.display());
+    }
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(SECRET));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
+}
+
+fn eval_rows_of(ctx: &TestContext, experiment: &str) -> Vec<EpisodeRow> {
+    read_rows(&ctx.path(&format!("results/{experiment}/episodes.parquet"))).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_model_server_fails_the_stage_and_loses_nothing() {
+    // Start, learn the address, stop: the agent's endpoint refuses connections.
+    let (expert, _lazy) = servers().await;
+    let dead = FakeServer::start(FakeOptions::default()).await;
+    let dead_url = dead.base_url();
+    dead.kill();
+    drop(dead);
+    let ctx = TestContext::new();
+    let text = spec(&expert.base_url(), &dead_url, 4, 4).replace("model = \"lazy\"", "model = \"lazy\"\nmax_retries = 1\ntimeout_s = 2\nready_timeout_s = 1");
+    ctx.write("eval.toml", &text);
+    let out = run_bin(&ctx, &["eval.toml"]).await;
+    assert_eq!(out.status.code(), Some(1), "a failed stage exits 1");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("FAILED"), "{e}");
+    // The expert agent's cells finished and are in the results.
+    let rows = eval_rows(&ctx);
+    assert_eq!(rows.iter().filter(|r| r.agent == "expert").count(), 4 + 8);
+    assert!(rows.iter().all(|r| r.agent == "expert"));
+}

@@ -105,15 +105,9 @@ pub async fn episode_item(
     temperature: f64,
     seed: Option<u64>,
     env_retries: u32,
+    quirks: Quirks,
 ) -> Result<serde_json::Value> {
-    let spec = EpisodeSpec {
-        prompts: &prompts,
-        plan: plan.as_deref(),
-        insertion,
-        temperature,
-        seed,
-        quirks: Quirks::default(),
-    };
+    let spec = EpisodeSpec { prompts: &prompts, plan: plan.as_deref(), insertion, temperature, seed, quirks };
     let mut last = String::new();
     for _ in 0..=env_retries {
         match run_episode(model.as_ref(), env.as_ref(), &task, &spec).await {

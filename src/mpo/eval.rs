@@ -43,6 +43,7 @@ pub struct EvalWork {
     pub seed: u64,
     pub concurrency: usize,
     pub env_retries: u32,
+    pub quirks: crate::agent::episode::Quirks,
 }
 
 impl EvalWork {
@@ -59,6 +60,7 @@ impl EvalWork {
             "prompts": self.prompts,
             "temperature": self.temperature,
             "seed": self.seed,
+            "quirks": self.quirks,
         })
     }
 
@@ -77,6 +79,7 @@ impl EvalWork {
                 "stage": "episode", "agent": self.agent, "env": env_id, "task": task_id,
                 "plan": plan, "insertion": plan.map(|_| self.insertion), "prompts": pid,
                 "temperature": self.temperature, "seed": self.episode_seed(task_id), "rollout": 0,
+                "quirks": (self.quirks != Default::default()).then_some(self.quirks),
             })
             .to_string(),
         )
@@ -120,11 +123,11 @@ pub async fn run(w: &EvalWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
         };
         items.push((w.item_key(&env_id, &pid, &t.task_id, plan.as_deref()), (t.clone(), plan, w.episode_seed(&t.task_id))));
     }
-    let (insertion, temperature, retries) = (w.insertion, w.temperature, w.env_retries);
+    let (insertion, temperature, retries, quirks) = (w.insertion, w.temperature, w.env_retries, w.quirks);
     let results = {
         let (env, prompts) = (env.clone(), prompts.clone());
         ctx.run_items(items, w.concurrency, move |(task, plan, seed): (TaskInfo, Option<String>, Option<u64>)| {
-            episode_item(model.clone(), env.clone(), task, prompts.clone(), plan, insertion, temperature, seed, retries)
+            episode_item(model.clone(), env.clone(), task, prompts.clone(), plan, insertion, temperature, seed, retries, quirks)
         })
         .await?
     };

@@ -108,7 +108,7 @@ pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> 
     let results = {
         let (env, prompts) = (env.clone(), prompts.clone());
         ctx.run_items(items, 256, move |(p, _j, seed): (SampledPlan, u32, u64)| {
-            episode_item(model.clone(), env.clone(), p.task.clone(), prompts.clone(), Some(p.text.clone()), insertion, temperature, Some(seed), retries)
+            episode_item(model.clone(), env.clone(), p.task.clone(), prompts.clone(), Some(p.text.clone()), insertion, temperature, Some(seed), retries, Default::default())
         })
         .await?
     };

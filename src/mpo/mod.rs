@@ -168,6 +168,7 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
                                 seed,
                                 concurrency: ev.concurrency,
                                 env_retries: spec.experiment.env_retries,
+                                quirks: crate::agent::episode::Quirks { zero_reward_on_format_error: ev.zero_reward_on_format_error },
                             };
                             let pos = if plans_node.is_some() { format!("/{}", common::insertion_name(insertion)) } else { String::new() };
                             let label = format!("{}[{agent}/{env_name}/{split}/{}{pos}]", eval::NAME, test_plans::variant_name(*variant));

@@ -304,6 +304,10 @@ pub struct EvalSpec {
     /// concurrency).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// The released ScienceWorld loop's quirk: a reply without `Action:`
+    /// zeroes the episode's reward. Off by default (it is not in the paper).
+    #[serde(default)]
+    pub zero_reward_on_format_error: bool,
 }
 
 fn default_concurrency() -> usize {
