@@ -65,9 +65,17 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
         let Some(env) = spec.envs.get(&env_name) else {
             bail!("`planner.env` names env `{env_name}`, which is not declared");
         };
-        let expert = out.len();
-        out.push(expert::draft(&env_name, env, spec));
-        out.push(seed_plans::draft(&env_name, env, spec, planner, expert)?);
+        // Seed plans feed the planner's SFT. A planner served over HTTP is
+        // already fine-tuned, and a prompted planner needs none.
+        let needs_seed = match &planner.model {
+            None => planner.prompted.is_none(),
+            Some(m) => !matches!(model(spec, m)?, ModelSpec::Openai(_)),
+        };
+        if needs_seed {
+            let expert = out.len();
+            out.push(expert::draft(&env_name, env, spec));
+            out.push(seed_plans::draft(&env_name, env, spec, planner, expert)?);
+        }
 
         if let Some(pm) = &planner.model {
             let pspec = model(spec, pm)?;
