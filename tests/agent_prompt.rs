@@ -25,6 +25,7 @@ fn tiny_set() -> PromptSet {
         instruction: "Interact with a household.".into(),
         icl,
         planner: "Plan for {task}".into(),
+        seed: "Summarise {conversation} for {task}".into(),
         plan_phrase: "This workflow maybe helpful for you to complete the task:".into(),
         thought_phrase: "This workflow maybe helpful to complete the task:".into(),
     }

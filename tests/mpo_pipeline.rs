@@ -117,3 +117,55 @@ async fn m_and_n_sweeps_reuse_items_and_explorers_get_the_sampled_plans() {
         assert!(d.join("datasets/trl_dpo.jsonl").exists() && d.join("datasets/dataset_info.json").exists());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_llm_teacher_writes_seed_plans_and_unparseable_replies_are_recorded() {
+    // The teacher answers with a tagged plan, except for tasks whose goal
+    // mentions "heat": there it never uses the tags.
+    let teacher = FakeServer::start(FakeOptions::default().responder(|m: &[Message]| {
+        let prompt = &m[0].content;
+        let task = prompt.split("<task>\n").nth(1).and_then(|s| s.split("\n</task>").next()).unwrap_or("");
+        if task.contains("heat") {
+            "I think you should heat it.".to_string()
+        } else {
+            format!("<meta_plan>\nStep 1: Go to where the object of \"{task}\" may be.\nStep 2: Finish.\n</meta_plan>")
+        }
+    }))
+    .await;
+    let ctx = TestContext::new();
+    ctx.write(
+        "teacher.toml",
+        &format!(
+            r#"
+[experiment]
+name = "teacher"
+
+[models.gpt]
+kind = "openai"
+base_url = "{}"
+model = "teacher"
+
+[envs.household]
+kind = "builtin"
+tasks = {{ train = 30 }}
+
+[planner]
+teacher = "gpt"
+teacher_attempts = 2
+"#,
+            teacher.base_url()
+        ),
+    );
+    let out = run_bin(&ctx, &["teacher.toml"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plans: Vec<PlanRow> = read_rows(&ctx.path("results/teacher/plans.parquet")).unwrap();
+    let dir = std::fs::read_dir(ctx.path("results/artifacts/seed_plans")).unwrap().next().unwrap().unwrap().path();
+    let failures = std::fs::read_to_string(dir.join("failures.jsonl")).unwrap();
+    let n_fail = failures.lines().count();
+    assert!(n_fail > 0, "some tasks are heat tasks");
+    assert_eq!(plans.len() + n_fail, 30);
+    assert!(plans.iter().all(|p| p.text.starts_with("Step 1: Go to where") && p.planner == "teacher:gpt"));
+    assert!(failures.lines().all(|l| l.contains("\"failure\"") && l.contains("heat")));
+    // Each failing task was asked exactly `teacher_attempts` times; each good one once.
+    assert_eq!(teacher.chat_count(), plans.len() + 2 * n_fail);
+}

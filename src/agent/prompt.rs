@@ -48,19 +48,23 @@ pub struct PromptSet {
     /// Task-type key → examples, each a list of messages.
     pub icl: BTreeMap<String, Vec<Vec<Message>>>,
     pub planner: String,
+    /// The teacher prompt that turns an expert trajectory into a seed meta
+    /// plan (`{task}`, `{conversation}`; paper App. E.1).
+    pub seed: String,
     /// Sentence before a plan in the instruction or an observation.
     pub plan_phrase: String,
     /// Sentence before a plan in a thought prefill.
     pub thought_phrase: String,
 }
 
-const EMBEDDED: &[(&str, &str, &str, &str, &str)] = &[
+const EMBEDDED: &[(&str, &str, &str, &str, &str, &str)] = &[
     (
         "released",
         "alfworld",
         include_str!("../../prompts/released/alfworld_instruction.txt"),
         include_str!("../../prompts/released/alfworld_icl.json"),
         include_str!("../../prompts/released/alfworld_planner.txt"),
+        include_str!("../../prompts/released/alfworld_seed.txt"),
     ),
     (
         "released",
@@ -68,6 +72,7 @@ const EMBEDDED: &[(&str, &str, &str, &str, &str)] = &[
         include_str!("../../prompts/released/sciworld_instruction.txt"),
         include_str!("../../prompts/released/sciworld_icl.json"),
         include_str!("../../prompts/released/sciworld_planner.txt"),
+        include_str!("../../prompts/released/sciworld_seed.txt"),
     ),
     (
         "paper",
@@ -75,6 +80,7 @@ const EMBEDDED: &[(&str, &str, &str, &str, &str)] = &[
         include_str!("../../prompts/paper/alfworld_instruction.txt"),
         include_str!("../../prompts/paper/alfworld_icl.json"),
         include_str!("../../prompts/paper/alfworld_planner.txt"),
+        include_str!("../../prompts/paper/alfworld_seed.txt"),
     ),
     (
         "paper",
@@ -82,6 +88,7 @@ const EMBEDDED: &[(&str, &str, &str, &str, &str)] = &[
         include_str!("../../prompts/paper/sciworld_instruction.txt"),
         include_str!("../../prompts/paper/sciworld_icl.json"),
         include_str!("../../prompts/paper/sciworld_planner.txt"),
+        include_str!("../../prompts/paper/sciworld_seed.txt"),
     ),
 ];
 
@@ -121,7 +128,7 @@ fn parse_icl(text: &str, origin: &str) -> Result<BTreeMap<String, Vec<Vec<Messag
 impl PromptSet {
     /// An embedded set: `released` (default) or `paper`.
     pub fn embedded(set: &str, family: Family) -> Result<Self> {
-        let (_, _, inst, icl, planner) = EMBEDDED
+        let (_, _, inst, icl, planner, seed) = EMBEDDED
             .iter()
             .find(|(s, f, ..)| *s == set && *f == family.prefix())
             .ok_or_else(|| anyhow!("unknown prompt set `{set}`; embedded sets: `released`, `paper`"))?;
@@ -131,6 +138,7 @@ impl PromptSet {
             instruction: inst.to_string(),
             icl: parse_icl(icl, &format!("prompts/{set}/{}_icl.json", family.prefix()))?,
             planner: planner.to_string(),
+            seed: seed.to_string(),
             plan_phrase,
             thought_phrase,
         })
@@ -148,6 +156,7 @@ impl PromptSet {
             instruction: read("instruction.txt")?,
             icl: parse_icl(&read("icl.json")?, &dir.display().to_string())?,
             planner: read("planner.txt")?,
+            seed: read("seed.txt")?,
             plan_phrase,
             thought_phrase,
         })
@@ -162,6 +171,11 @@ impl PromptSet {
             .or_else(|| if self.icl.len() == 1 { self.icl.values().next() } else { None })
             .ok_or_else(|| anyhow!("prompt set `{}` has no in-context example for `{key}`", self.name))?;
         examples.first().map(Vec::as_slice).ok_or_else(|| anyhow!("empty example list for `{key}`"))
+    }
+
+    /// The teacher's prompt for a task and its expert trajectory.
+    pub fn seed_prompt(&self, task: &str, conversation: &str) -> String {
+        self.seed.replace("{task}", task).replace("{conversation}", conversation)
     }
 
     /// The planner's prompt for a task.

@@ -11,10 +11,21 @@
 //! Teachers: `rule` — the built-in world's summariser, with a fraction
 //! `flaw_rate` of deliberately flawed plans (too concrete, wrong appliance,
 //! missing step) so that SFT plans are imperfect and MC/DPO has something to
-//! fix.
+//! fix; or a chat model given the paper's App. E.1 prompt (the task and the
+//! expert trajectory) that answers `<meta_plan>Step 1: …</meta_plan>`. An
+//! unparseable reply is retried (greedy first, then sampled with a seed) up
+//! to `planner.teacher_attempts` times; a task that never parses is recorded
+//! in `failures.jsonl` and left out of the seed set — never its error text.
 
-use anyhow::{bail, Result};
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
+
+use super::common::{derive_seed, prompt_set};
+use crate::agent::prompt::{render_example, PromptSet};
+use crate::model::{ChatModel, ChatRequest, Message};
+use crate::spec::ModelSpec;
 
 use crate::env::builtin;
 use crate::exec::{NodeCtx, StageOutput};
@@ -30,6 +41,10 @@ pub const VERSION: u32 = 1;
 pub struct SeedPlansWork {
     pub env_name: String,
     pub teacher: String,
+    /// The teacher model's settings when the teacher is a model.
+    pub teacher_model: Option<ModelSpec>,
+    pub prompts: String,
+    pub attempts: u32,
     pub flaw_rate: f64,
     pub seed: u64,
     pub tasks: usize,
@@ -43,27 +58,49 @@ pub struct SeedPlan {
     pub plan: String,
     /// The App. C failure mode injected, if any.
     pub flaw: Option<String>,
+    /// Why an LLM teacher gave no plan (then `plan` is empty and the entry
+    /// is not part of the seed set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// The meta plan in a teacher's reply: the text between `<meta_plan>` (or
+/// `<meta plan>`) tags, if it has at least one `Step`.
+pub fn parse_meta_plan(reply: &str) -> Option<String> {
+    for (open, close) in [("<meta_plan>", "</meta_plan>"), ("<meta plan>", "</meta plan>"), ("<meta_plan>", "</meta plan>"), ("<meta plan>", "</meta_plan>")] {
+        let Some(start) = reply.find(open) else { continue };
+        let rest = &reply[start + open.len()..];
+        let Some(end) = rest.find(close) else { continue };
+        let plan = rest[..end].trim();
+        if plan.contains("Step 1") {
+            return Some(plan.to_string());
+        }
+    }
+    None
 }
 
 pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec, planner: &PlannerSpec, expert: usize) -> Result<Draft> {
-    if planner.teacher != "rule" {
-        bail!(
-            "`planner.teacher = \"{}\"`: LLM teachers for seed plans are not available in this \
-             version of mpo-run; use `teacher = \"rule\"` (the built-in world's summariser)",
-            planner.teacher
-        );
-    }
+    let teacher_model = match planner.teacher.as_str() {
+        "rule" => None,
+        name => Some(spec.models.get(name).cloned().ok_or_else(|| anyhow!("model `{name}` is not declared"))?),
+    };
     let available = super::train_tasks(env);
     let tasks = planner.seed_tasks.unwrap_or(available).min(available);
     let work = SeedPlansWork {
         env_name: env_name.to_string(),
         teacher: planner.teacher.clone(),
+        teacher_model,
+        prompts: spec.experiment.prompts.clone(),
+        attempts: planner.teacher_attempts,
         flaw_rate: planner.flaw_rate,
         seed: spec.experiment.seed,
         tasks,
     };
     let config = serde_json::json!({
         "teacher": work.teacher,
+        "teacher_model": work.teacher_model,
+        "prompts": work.teacher_model.as_ref().map(|_| &work.prompts),
+        "attempts": work.teacher_model.as_ref().map(|_| work.attempts),
         "flaw_rate": work.flaw_rate,
         "seed": work.seed,
         "tasks": work.tasks,
@@ -86,6 +123,9 @@ impl SeedPlansWork {
                 "version": VERSION,
                 "generator_version": builtin::GENERATOR_VERSION,
                 "teacher": self.teacher,
+                "teacher_model": self.teacher_model,
+                "prompts": self.teacher_model.as_ref().map(|_| &self.prompts),
+                "attempts": self.teacher_model.as_ref().map(|_| self.attempts),
                 "flaw_rate": self.flaw_rate,
                 "seed": self.seed,
                 "task": task_id,
@@ -112,8 +152,31 @@ pub async fn run(w: &SeedPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> R
     let trajectories: Vec<_> = trajectories.into_iter().take(w.tasks).collect();
     let items: Vec<(String, builtin::Trajectory)> =
         trajectories.into_iter().map(|t| (w.item_key(&t.task_id), t)).collect();
+    let results = match &w.teacher_model {
+        Some(spec) => {
+            let model = ctx.models.get(&w.teacher, spec)?;
+            model.ready().await?;
+            let prompts = Arc::new(prompt_set(&w.prompts, crate::agent::prompt::Family::Alfworld)?);
+            let work = w.clone();
+            ctx.run_items(items, 64, move |t: builtin::Trajectory| {
+                let (model, prompts, seed) = (model.clone(), prompts.clone(), work.task_seed(&t.task_id));
+                let attempts = work.attempts;
+                async move { Ok(serde_json::to_value(llm_seed(model.as_ref(), &prompts, &t, attempts, seed).await?)?) }
+            })
+            .await?
+        }
+        None => rule_seeds(w, ctx, items).await?,
+    };
+    finish(w, writer, results)
+}
+
+async fn rule_seeds(
+    w: &SeedPlansWork,
+    ctx: &NodeCtx,
+    items: Vec<(String, builtin::Trajectory)>,
+) -> Result<crate::exec::ItemResults> {
     let (flaw_rate, work) = (w.flaw_rate, w.clone());
-    let results = ctx
+    ctx
         .run_items(items, 1, move |t| {
             let seed = work.task_seed(&t.task_id);
             async move {
@@ -123,13 +186,55 @@ pub async fn run(w: &SeedPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> R
                     task: t.goal.clone(),
                     plan: p.text,
                     flaw: p.flaw.map(|f| format!("{f:?}")),
+                    failure: None,
                 };
                 Ok(serde_json::to_value(entry)?)
             }
         })
-        .await?;
-    let seeds: Vec<SeedPlan> =
+        .await
+}
+
+/// Asks the teacher model for a seed plan, retrying unparseable replies.
+async fn llm_seed(model: &dyn ChatModel, prompts: &PromptSet, t: &builtin::Trajectory, attempts: u32, seed: u64) -> Result<SeedPlan> {
+    let messages = super::expert::trajectory_messages(t);
+    let conversation = render_example(&messages);
+    let prompt = prompts.seed_prompt(&t.goal, conversation.trim_end());
+    let mut last = String::new();
+    for k in 0..attempts.max(1) {
+        let mut req = ChatRequest::new(vec![Message::user(prompt.clone())]);
+        // Greedy first; a retry of a greedy call would get the same answer.
+        req.params.temperature = Some(if k == 0 { 0.0 } else { 0.7 });
+        req.params.seed = (k > 0).then(|| derive_seed(seed, &["teacher", &k.to_string()]));
+        req.params.max_tokens = Some(1024);
+        let reply = model.chat(&req).await.map_err(|e| anyhow!("teacher call failed: {e}"))?;
+        let text = reply.texts.into_iter().next().unwrap_or_default();
+        match parse_meta_plan(&text) {
+            Some(plan) => return Ok(SeedPlan { task_id: t.task_id.clone(), task: t.goal.clone(), plan, flaw: None, failure: None }),
+            None => last = text.chars().take(200).collect(),
+        }
+    }
+    Ok(SeedPlan {
+        task_id: t.task_id.clone(),
+        task: t.goal.clone(),
+        plan: String::new(),
+        flaw: None,
+        failure: Some(format!("no <meta_plan> with steps after {attempts} attempts; last reply began: {last:?}")),
+    })
+}
+
+fn finish(w: &SeedPlansWork, writer: &ArtifactWriter, results: crate::exec::ItemResults) -> Result<StageOutput> {
+    let all: Vec<SeedPlan> =
         results.values.iter().map(|v| serde_json::from_value(v.clone())).collect::<Result<_, _>>()?;
+    let (seeds, failures): (Vec<SeedPlan>, Vec<SeedPlan>) = all.into_iter().partition(|s| s.failure.is_none());
+    let mut fail_text = String::new();
+    for f in &failures {
+        fail_text.push_str(&serde_json::to_string(f)?);
+        fail_text.push('\n');
+    }
+    std::fs::write(writer.path("failures.jsonl"), fail_text)?;
+    if !failures.is_empty() {
+        tracing::warn!("seed plans: the teacher gave no parseable plan for {} tasks (see failures.jsonl)", failures.len());
+    }
     let mut jsonl = String::new();
     for s in &seeds {
         jsonl.push_str(&serde_json::to_string(s)?);
@@ -150,5 +255,24 @@ pub async fn run(w: &SeedPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> R
     let n = table::write_rows(&writer.path("plans.parquet"), PLANS, &rows)?;
     let flawed = seeds.iter().filter(|s| s.flaw.is_some()).count();
     tracing::info!("seed plans: {} tasks, {flawed} flawed by design", seeds.len());
-    Ok(StageOutput::new(results.reused, results.computed).table("plans", n).file("seed_set.jsonl", seeds.len()))
+    Ok(StageOutput::new(results.reused, results.computed)
+        .table("plans", n)
+        .file("seed_set.jsonl", seeds.len())
+        .file("failures.jsonl", failures.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_meta_plan;
+
+    #[test]
+    fn meta_plans_are_parsed_from_tags_only_with_steps() {
+        assert_eq!(parse_meta_plan("Sure.\n<meta_plan>\nStep 1: a\nStep 2: b\n</meta_plan>").as_deref(), Some("Step 1: a\nStep 2: b"));
+        assert_eq!(parse_meta_plan("<meta plan> Step 1: x </meta plan>").as_deref(), Some("Step 1: x"));
+        assert_eq!(parse_meta_plan("<meta_plan>Step 1: x</meta plan>").as_deref(), Some("Step 1: x"));
+        assert_eq!(parse_meta_plan("Step 1: untagged"), None);
+        assert_eq!(parse_meta_plan("<meta_plan>no steps</meta_plan>"), None);
+        assert_eq!(parse_meta_plan("<meta_plan>Step 1: unterminated"), None);
+        assert_eq!(parse_meta_plan(""), None);
+    }
 }
