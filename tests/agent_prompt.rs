@@ -94,3 +94,8 @@ fn released_alfworld_opening_observation() {
 fn released_sciworld_opening_instruction() {
     insta::assert_snapshot!(render(Family::Sciworld, "boil", Insertion::Instruction));
 }
+
+#[test]
+fn released_webshop_opening_instruction() {
+    insta::assert_snapshot!(render(Family::Webshop, "default", Insertion::Instruction));
+}

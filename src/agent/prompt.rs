@@ -29,6 +29,7 @@ use crate::spec::Insertion;
 pub enum Family {
     Alfworld,
     Sciworld,
+    Webshop,
 }
 
 impl Family {
@@ -36,6 +37,7 @@ impl Family {
         match self {
             Family::Alfworld => "alfworld",
             Family::Sciworld => "sciworld",
+            Family::Webshop => "webshop",
         }
     }
 }
@@ -58,6 +60,22 @@ pub struct PromptSet {
 }
 
 const EMBEDDED: &[(&str, &str, &str, &str, &str, &str)] = &[
+    (
+        "released",
+        "webshop",
+        include_str!("../../prompts/released/webshop_instruction.txt"),
+        include_str!("../../prompts/released/webshop_icl.json"),
+        include_str!("../../prompts/released/webshop_planner.txt"),
+        include_str!("../../prompts/released/webshop_seed.txt"),
+    ),
+    (
+        "paper",
+        "webshop",
+        include_str!("../../prompts/paper/webshop_instruction.txt"),
+        include_str!("../../prompts/paper/webshop_icl.json"),
+        include_str!("../../prompts/paper/webshop_planner.txt"),
+        include_str!("../../prompts/paper/webshop_seed.txt"),
+    ),
     (
         "released",
         "alfworld",
@@ -245,6 +263,8 @@ mod tests {
             assert!(a.example("look_at_obj").is_ok());
             let s = PromptSet::embedded(set, Family::Sciworld).unwrap();
             assert!(s.example("anything").is_ok(), "sciworld has one example for all tasks");
+            let w = PromptSet::embedded(set, Family::Webshop).unwrap();
+            assert!(w.example("anything").is_ok(), "webshop has one example for all tasks");
         }
         let p = PromptSet::embedded("paper", Family::Alfworld).unwrap();
         assert!(p.planner.contains("<meta_plan>") && !p.planner.contains("workflow"));
