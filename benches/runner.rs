@@ -78,6 +78,7 @@ fn main() {
         force: false,
         models: Arc::new(Default::default()),
         envs: Arc::new(Default::default()),
+        shard: None,
     };
     for pass in ["fresh", "reused"] {
         let list: Vec<(String, usize)> = (0..items).map(|i| (format!("item-{i}"), i)).collect();

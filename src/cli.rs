@@ -65,6 +65,20 @@ pub struct RunArgs {
     /// Stages running at once.
     #[arg(long, short = 'j', default_value_t = 4)]
     pub jobs: usize,
+    /// `I/N`: compute only shard I (0-based) of N of every stage's items,
+    /// e.g. one Slurm array task each over a shared results dir; then run
+    /// once without `--shard` to assemble the results.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+}
+
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s.split_once('/').ok_or("expected `I/N`, e.g. `0/4`")?;
+    let (i, n): (u32, u32) = (i.trim().parse().map_err(|_| "I must be a number")?, n.trim().parse().map_err(|_| "N must be a number")?);
+    if n == 0 || i >= n {
+        return Err(format!("shard `{s}`: need 0 <= I < N"));
+    }
+    Ok((i, n))
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,9 +246,15 @@ fn run_spec(path: &Path, opts: &LoadOptions, args: &RunArgs, verbose: u8) -> Res
         only: args.only.clone(),
         force: args.force.clone(),
         progress: std::io::stderr().is_terminal(),
+        shard: args.shard,
     };
     let summary = runtime.block_on(exec::execute(&plan, &store, &run_opts))?;
     plan::save_index(&store, &plan)?;
+    if args.shard.is_some() {
+        eprintln!("shard {:?} of `{}`:", args.shard.unwrap_or_default(), plan.experiment);
+        eprint!("{}", summary.render());
+        return Ok(if summary.failed() { 1 } else { 0 });
+    }
     let counts = collate::collate(&plan, &store)?;
     eprintln!(
         "experiment `{}`: {} stages ran, {} cached",

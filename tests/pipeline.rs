@@ -154,3 +154,31 @@ fn status_report_and_clean() {
     let again = ctx.run(&["small.toml"]);
     assert!(stderr(&again).contains("0 stages ran, 2 cached"));
 }
+
+#[test]
+fn shards_compute_disjoint_items_and_a_plain_run_assembles_them() {
+    let reference = TestContext::new();
+    assert!(reference.run(&["small.toml"]).status.success());
+
+    let ctx = TestContext::new();
+    let a = ctx.run(&["small.toml", "--shard", "0/2"]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    assert!(stderr(&a).contains("shard done"), "{}", stderr(&a));
+    assert!(stderr(&a).contains("waits for its inputs to be assembled"), "{}", stderr(&a));
+    let first = journal_lines(&ctx, "expert");
+    assert!(first > 0 && first < 40, "shard 0 did part of the items ({first})");
+    let b = ctx.run(&["small.toml", "--shard", "1/2"]);
+    assert!(b.status.success());
+    assert_eq!(journal_lines(&ctx, "expert"), 40, "the shards are disjoint and complete");
+    let all = ctx.run(&["small.toml"]);
+    let e = stderr(&all);
+    assert!(e.contains("`expert[household/train]`: ran") && e.contains("0 items computed, 40 reused"), "{e}");
+    for table in ["episodes", "plans"] {
+        assert_eq!(
+            sorted_rows(&reference.path(&format!("results/small/{table}.parquet"))),
+            sorted_rows(&ctx.path(&format!("results/small/{table}.parquet")))
+        );
+    }
+    let bad = ctx.run(&["small.toml", "--shard", "2/2"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -34,11 +34,16 @@ pub struct RunOptions {
     pub force: Vec<String>,
     /// Show progress bars (on stderr, when it is a terminal).
     pub progress: bool,
+    /// `(i, n)`: compute only the items whose key hashes to shard `i` of
+    /// `n` (DESIGN.md §5: a job array over a shared results dir). Sharded
+    /// nodes journal their items but commit nothing; a final run without
+    /// `--shard` assembles the artifacts from the journals.
+    pub shard: Option<(u32, u32)>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        Self { jobs: 4, only: vec![], force: vec![], progress: false }
+        Self { jobs: 4, only: vec![], force: vec![], progress: false, shard: None }
     }
 }
 
@@ -50,6 +55,11 @@ pub enum NodeStatus {
     Failed(String),
     /// An input failed.
     Blocked,
+    /// This shard's items are done; the node is assembled by a run without
+    /// `--shard`.
+    ShardDone { computed: usize },
+    /// An input is not assembled yet (sharded run).
+    WaitingForShards,
     /// Not selected by `--only`.
     NotSelected,
 }
@@ -81,6 +91,8 @@ impl RunSummary {
                 }
                 NodeStatus::Failed(e) => format!("FAILED: {e}"),
                 NodeStatus::Blocked => "not run: an input failed".to_string(),
+                NodeStatus::ShardDone { computed } => format!("shard done ({computed} items computed); assemble with a run without --shard"),
+                NodeStatus::WaitingForShards => "waits for its inputs to be assembled from all shards".to_string(),
                 NodeStatus::NotSelected => "not selected (--only)".to_string(),
             };
             out.push_str(&format!("  `{label}`: {text}\n"));
@@ -130,6 +142,20 @@ pub struct NodeCtx {
     pub force: bool,
     pub models: Arc<crate::model::Registry>,
     pub envs: Arc<crate::env::Registry>,
+    pub shard: Option<(u32, u32)>,
+}
+
+/// A sharded node computed its part (not a failure).
+#[derive(Debug, thiserror::Error)]
+#[error("shard finished {computed} items")]
+pub struct ShardIncomplete {
+    pub computed: usize,
+}
+
+/// Whether an item key belongs to shard `i` of `n`.
+pub fn in_shard(key: &str, (i, n): (u32, u32)) -> bool {
+    let h = blake3::hash(key.as_bytes());
+    u32::from_le_bytes(h.as_bytes()[..4].try_into().expect("4 bytes")) % n == i
 }
 
 /// The journal an item of `stage` lives in. Episodes of `mc_rollouts` and
@@ -173,6 +199,9 @@ impl NodeCtx {
                 _ => todo.push((i, key, input)),
             }
         }
+        if let Some(shard) = self.shard {
+            todo.retain(|(_, key, _)| in_shard(key, shard));
+        }
         let reused = total - todo.len();
         self.progress.set_length(total as u64);
         self.progress.set_position(reused as u64);
@@ -215,6 +244,9 @@ impl NodeCtx {
             }
         }
         journal.sync()?;
+        if errors.is_empty() && self.shard.is_some() {
+            return Err(ShardIncomplete { computed }.into());
+        }
         if !errors.is_empty() {
             errors.sort();
             let shown: Vec<_> = errors.iter().take(3).cloned().collect();
@@ -276,6 +308,13 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
             if input_states.iter().any(|s| s.is_none()) {
                 continue;
             }
+            if input_states
+                .iter()
+                .any(|s| matches!(s, Some(NodeStatus::ShardDone { .. }) | Some(NodeStatus::WaitingForShards)))
+            {
+                status[id] = Some(NodeStatus::WaitingForShards);
+                continue;
+            }
             if input_states.iter().any(|s| {
                 matches!(s, Some(NodeStatus::Failed(_)) | Some(NodeStatus::Blocked) | Some(NodeStatus::NotSelected))
             }) {
@@ -304,6 +343,7 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
                 force: forced,
                 models: models.clone(),
                 envs: envs.clone(),
+                shard: opts.shard,
             };
             let jobs = jobs.clone();
             running.spawn(async move {
@@ -363,9 +403,12 @@ async fn run_node(ctx: NodeCtx) -> NodeStatus {
             tracing::info!("`{label}` done in {seconds:.1}s: {:?}", out.rows);
             NodeStatus::Ran { reused: out.reused, computed: out.computed, seconds }
         }
-        Err(e) => {
-            tracing::error!("`{label}` failed: {e:#}");
-            NodeStatus::Failed(format!("{e:#}"))
-        }
+        Err(e) => match e.downcast_ref::<ShardIncomplete>() {
+            Some(s) => NodeStatus::ShardDone { computed: s.computed },
+            None => {
+                tracing::error!("`{label}` failed: {e:#}");
+                NodeStatus::Failed(format!("{e:#}"))
+            }
+        },
     }
 }
