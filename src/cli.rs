@@ -166,14 +166,14 @@ fn load_options(common: &Common) -> LoadOptions {
     LoadOptions { sets, env: None }
 }
 
-/// Loads a spec and builds its plan.
+/// Loads a spec and builds its plan, with a store to look at.
 pub fn plan_for(path: &Path, opts: &LoadOptions) -> Result<(Plan, Store)> {
     if !path.exists() {
         return Err(UserError(format!("spec `{}` does not exist", path.display())).into());
     }
     let variants = spec::expand(path, opts).map_err(UserError::from)?;
     let plan = Plan::build(&variants).map_err(|e| UserError(format!("{e:#}")))?;
-    let store = Store::open(&plan.results_dir)?;
+    let store = Store::open_read_only(&plan.results_dir);
     Ok((plan, store))
 }
 
@@ -232,6 +232,7 @@ fn run_spec(path: &Path, opts: &LoadOptions, args: &RunArgs, verbose: u8) -> Res
         print!("{}", plan::render(&plan, &store, &args.force)?);
         return Ok(0);
     }
+    let store = Store::open(store.root())?;
     let log = store.root().join("runs").join(format!(
         "{}-{}.log",
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
@@ -290,6 +291,8 @@ fn clean(specs: &[PathBuf], opts: &LoadOptions, yes: bool, items: bool) -> Resul
             stores.push(store);
         }
     }
+    let stores: Vec<Store> = stores.iter().map(|s| Store::open(s.root())).collect::<Result<_>>()?;
+    let mut stores = stores;
     if stores.is_empty() {
         let root = opts
             .sets

@@ -65,6 +65,8 @@ pub struct Manifest {
 pub struct Store {
     root: PathBuf,
     journals: Arc<Mutex<HashMap<String, Arc<Journal>>>>,
+    /// Opened only to look (dry run, status, report): creates nothing.
+    read_only: bool,
 }
 
 impl Store {
@@ -74,7 +76,13 @@ impl Store {
             fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("cannot create `{}`", root.join(sub).display()))?;
         }
-        Ok(Self { root, journals: Arc::default() })
+        Ok(Self { root, journals: Arc::default(), read_only: false })
+    }
+
+    /// A store to look at without creating or writing anything (a missing
+    /// results dir reads as empty).
+    pub fn open_read_only(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into(), journals: Arc::default(), read_only: true }
     }
 
     pub fn root(&self) -> &Path {
@@ -98,6 +106,7 @@ impl Store {
 
     /// Starts writing an artifact.
     pub fn begin(&self, stage: &str, key: &str) -> Result<ArtifactWriter> {
+        anyhow::ensure!(!self.read_only, "internal error: writing to a store opened read-only");
         let nonce = format!(
             "{stage}-{key}-{}-{}",
             std::process::id(),
@@ -115,7 +124,7 @@ impl Store {
         if let Some(j) = map.get(namespace) {
             return Ok(j.clone());
         }
-        let j = Arc::new(Journal::open(&self.root.join("items").join(namespace))?);
+        let j = Arc::new(Journal::open(&self.root.join("items").join(namespace), !self.read_only)?);
         map.insert(namespace.to_string(), j.clone());
         Ok(j)
     }
@@ -251,8 +260,10 @@ pub struct Journal {
 }
 
 impl Journal {
-    fn open(dir: &Path) -> Result<Self> {
-        fs::create_dir_all(dir)?;
+    fn open(dir: &Path, create: bool) -> Result<Self> {
+        if create {
+            fs::create_dir_all(dir)?;
+        }
         let mut done = HashMap::new();
         for name in read_dir_sorted(dir)? {
             if !name.ends_with(".jsonl") {
