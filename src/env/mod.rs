@@ -74,6 +74,15 @@ pub trait Environment: Send + Sync {
     /// The first `limit` tasks of a split (all if `None`).
     fn tasks(&self, split: &str, limit: Option<usize>) -> Result<Vec<TaskInfo>, EnvError>;
     async fn start(&self, task: &TaskInfo) -> Result<Box<dyn Episode>, EnvError>;
+    /// The task text an episode of `task` opens with (planners see it).
+    /// By default it starts and closes an episode; environments that know
+    /// the text without one override this.
+    async fn task_text(&self, task: &TaskInfo) -> Result<String, EnvError> {
+        let episode = self.start(task).await?;
+        let text = episode.task_text();
+        episode.close().await;
+        Ok(text)
+    }
 }
 
 /// The identity of the built-in world with its settings, for cache keys.
@@ -142,6 +151,11 @@ impl Environment for BuiltinEnv {
                 }
             })
             .collect())
+    }
+    async fn task_text(&self, task: &TaskInfo) -> Result<String, EnvError> {
+        builtin::Game::from_task_id(&task.task_id)
+            .map(|g| g.initial_observation())
+            .ok_or_else(|| EnvError(format!("unknown built-in task `{}`", task.task_id)))
     }
     async fn start(&self, task: &TaskInfo) -> Result<Box<dyn Episode>, EnvError> {
         let game = builtin::Game::from_task_id(&task.task_id)

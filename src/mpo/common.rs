@@ -75,6 +75,28 @@ pub async fn sample_plan(
     Ok((extract_plan(&reply), reply))
 }
 
+/// What a planner-calling stage needs: the env, the model (ready), the
+/// prompt set and its identity.
+pub async fn planner_setup(
+    ctx: &crate::exec::NodeCtx,
+    env: &crate::spec::EnvSpec,
+    model_name: &str,
+    model: &crate::spec::ModelSpec,
+    prompts: &str,
+) -> Result<(Arc<dyn Environment>, Arc<dyn ChatModel>, Arc<PromptSet>, String)> {
+    let env = ctx.envs.get(env)?;
+    let model = ctx.models.get(model_name, model)?;
+    model.ready().await?;
+    let prompts = Arc::new(prompt_set(prompts, env.family())?);
+    let pid = prompt_identity(&prompts);
+    Ok((env, model, prompts, pid))
+}
+
+/// The goal a planner is given for `task`.
+pub async fn planner_goal(env: &dyn Environment, task: &TaskInfo) -> Result<String> {
+    Ok(planner_task_text(&env.task_text(task).await?))
+}
+
 /// The task text a planner sees: the goal line of the task (`Your task is
 /// to: …` → `…`), else the whole text.
 pub fn planner_task_text(task_text: &str) -> String {

@@ -12,12 +12,11 @@
 //!   request per sample with its own seed, rather than `n` in one request,
 //!   so that each sample is memoised on its own.)
 
-use std::sync::Arc;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::common::{derive_seed, planner_task_text, prompt_identity, prompt_set, sample_plan};
+use super::common::{derive_seed, planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
 use crate::env::TaskInfo;
 use crate::exec::{NodeCtx, StageOutput};
 use crate::plan::short_hash;
@@ -103,16 +102,10 @@ impl SamplePlansWork {
 }
 
 pub async fn run(w: &SamplePlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    let env = ctx.envs.get(&w.env)?;
-    let model = ctx.models.get(&w.model_name, &w.model)?;
-    model.ready().await?;
-    let prompts = Arc::new(prompt_set(&w.prompts, env.family())?);
-    let pid = prompt_identity(&prompts);
+    let (env, model, prompts, pid) = planner_setup(ctx, &w.env, &w.model_name, &w.model, &w.prompts).await?;
     let mut items = Vec::new();
     for task in w.tasks()? {
-        let ep = env.start(&task).await?;
-        let text = planner_task_text(&ep.task_text());
-        ep.close().await;
+        let text = planner_goal(env.as_ref(), &task).await?;
         for i in 0..w.m {
             items.push((w.item_key(&pid, &task.task_id, i), (task.clone(), text.clone(), i, w.sample_seed(&task.task_id, i))));
         }

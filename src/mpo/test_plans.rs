@@ -10,12 +10,11 @@
 //! - Key: variant, planner model settings, prompt set, env identity, split,
 //!   task count, max tokens. Items: one per task.
 
-use std::sync::Arc;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::common::{planner_task_text, prompt_identity, prompt_set, sample_plan};
+use super::common::{planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
 use super::sample_plans::{read_jsonl, write_jsonl};
 use crate::env::TaskInfo;
 use crate::exec::{NodeCtx, StageOutput};
@@ -93,16 +92,10 @@ impl TestPlansWork {
 }
 
 pub async fn run(w: &TestPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    let env = ctx.envs.get(&w.env)?;
-    let model = ctx.models.get(&w.model_name, &w.model)?;
-    model.ready().await?;
-    let prompts = Arc::new(prompt_set(&w.prompts, env.family())?);
-    let pid = prompt_identity(&prompts);
+    let (env, model, prompts, pid) = planner_setup(ctx, &w.env, &w.model_name, &w.model, &w.prompts).await?;
     let mut items = Vec::new();
     for task in w.tasks()? {
-        let ep = env.start(&task).await?;
-        let goal = planner_task_text(&ep.task_text());
-        ep.close().await;
+        let goal = planner_goal(env.as_ref(), &task).await?;
         items.push((w.item_key(&pid, &task.task_id), (task.task_id.clone(), goal)));
     }
     let max_tokens = w.max_tokens;
