@@ -93,6 +93,20 @@ pub enum Command {
         #[arg(value_name = "SPEC", required = true)]
         specs: Vec<PathBuf>,
     },
+    /// Serve an environment over the AgentGym ALFWorld-style HTTP protocol
+    /// (`/create`, `/reset`, `/step`, `/close`), for other tools and tests.
+    ServeEnv {
+        /// Which environment: `builtin` (the built-in household world).
+        #[arg(value_parser = ["builtin"])]
+        env: String,
+        #[arg(long, default_value_t = 36001)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        /// Step limit of an episode.
+        #[arg(long, default_value_t = 30)]
+        max_steps: u32,
+    },
     /// Remove artifacts that no given spec references (and interrupted
     /// writes). Item journals are kept unless `--items`.
     Clean {
@@ -195,6 +209,16 @@ fn run_cli(cli: Cli) -> Result<i32> {
                 let (plan, store) = plan_for(&path, &opts)?;
                 print!("{}", plan::render(&plan, &store, &[])?);
             }
+            Ok(0)
+        }
+        Some(Command::ServeEnv { env: _, port, host, max_steps }) => {
+            init_logging(cli.common.verbose, None);
+            let addr = std::net::SocketAddr::new(host, port);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            eprintln!("serving the built-in world on http://{addr} (Ctrl-C stops)");
+            runtime.block_on(crate::env::agentgym::serve_builtin(addr, max_steps, async {
+                let _ = tokio::signal::ctrl_c().await;
+            }))?;
             Ok(0)
         }
         Some(Command::Clean { specs, yes, items }) => {

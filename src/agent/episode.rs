@@ -53,6 +53,10 @@ pub struct EpisodeResult {
     pub completion_tokens: u64,
     pub wall_ms: u64,
     pub messages: Vec<Message>,
+    /// The task type the environment named as the episode started, when
+    /// the task list could not know it (AgentGym servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
 }
 
 /// Why an episode has no result.
@@ -89,7 +93,9 @@ async fn drive(
     task: &TaskInfo,
     spec: &EpisodeSpec<'_>,
 ) -> Result<EpisodeResult, EpisodeError> {
-    let open = opening(spec.prompts, &task.icl_key, &episode.task_text(), spec.plan, spec.insertion)
+    let learned = episode.learned_task_type();
+    let icl_key = learned.as_ref().map_or(task.icl_key.as_str(), |(_, k)| k.as_str());
+    let open = opening(spec.prompts, icl_key, &episode.task_text(), spec.plan, spec.insertion)
         .map_err(|e| EpisodeError::Setup(format!("{e:#}")))?;
     let mut messages = open.messages;
     let mut prefill = open.prefill;
@@ -150,5 +156,6 @@ async fn drive(
         completion_tokens,
         wall_ms: 0,
         messages,
+        task_type: learned.map(|(t, _)| t),
     })
 }

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::parse::ActionRule;
 use crate::agent::prompt::Family;
 
+pub mod agentgym;
 pub mod builtin;
 
 /// One task of a split, as the agent loop needs it.
@@ -58,6 +59,12 @@ pub trait Episode: Send {
     /// The task text shown to the agent (`{task}` of the first message).
     fn task_text(&self) -> String;
     async fn step(&mut self, action: &str) -> Result<StepOutcome, EnvError>;
+    /// `(task_type, icl_key)` when they are learned only as the episode
+    /// starts (an AgentGym server names the task at `/reset`); the caller
+    /// then uses these instead of the [`TaskInfo`]'s.
+    fn learned_task_type(&self) -> Option<(String, String)> {
+        None
+    }
     /// Releases server/worker resources (always called).
     async fn close(self: Box<Self>);
 }
@@ -74,6 +81,11 @@ pub trait Environment: Send + Sync {
     /// The first `limit` tasks of a split (all if `None`).
     fn tasks(&self, split: &str, limit: Option<usize>) -> Result<Vec<TaskInfo>, EnvError>;
     async fn start(&self, task: &TaskInfo) -> Result<Box<dyn Episode>, EnvError>;
+    /// Checks that the environment can run episodes (servers up, workers
+    /// installed) before a stage starts; the error says how to fix it.
+    async fn health_check(&self) -> Result<(), EnvError> {
+        Ok(())
+    }
     /// The task text an episode of `task` opens with (planners see it).
     /// By default it starts and closes an episode; environments that know
     /// the text without one override this.
@@ -169,6 +181,7 @@ impl Environment for BuiltinEnv {
 pub fn build(spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
     Ok(match spec {
         crate::spec::EnvSpec::Builtin(b) => Arc::new(BuiltinEnv { max_steps: b.max_steps }),
+        crate::spec::EnvSpec::Agentgym(a) => agentgym::build(a),
     })
 }
 
@@ -180,14 +193,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn get(&self, spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
+    /// The environment of `spec`, built (and health-checked) on first use.
+    pub async fn get(&self, spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
         let key = serde_json::to_string(spec).unwrap_or_default();
-        let mut cache = self.cache.lock().expect("env registry poisoned");
-        if let Some(e) = cache.get(&key) {
+        if let Some(e) = self.cache.lock().expect("env registry poisoned").get(&key) {
             return Ok(e.clone());
         }
         let env = build(spec)?;
-        cache.insert(key, env.clone());
+        env.health_check().await?;
+        self.cache.lock().expect("env registry poisoned").insert(key, env.clone());
         Ok(env)
     }
 }

@@ -84,7 +84,7 @@ pub async fn planner_setup(
     model: &crate::spec::ModelSpec,
     prompts: &str,
 ) -> Result<(Arc<dyn Environment>, Arc<dyn ChatModel>, Arc<PromptSet>, String)> {
-    let env = ctx.envs.get(env)?;
+    let env = ctx.envs.get(env).await?;
     let model = ctx.models.get(model_name, model)?;
     model.ready().await?;
     let prompts = Arc::new(prompt_set(prompts, env.family())?);
@@ -182,7 +182,7 @@ pub fn episode_row(
         env: ctx.env.into(),
         split: task.split.clone(),
         task_id: task.task_id.clone(),
-        task_type: task.task_type.clone(),
+        task_type: item.result.as_ref().and_then(|r| r.task_type.clone()).unwrap_or_else(|| task.task_type.clone()),
         agent: ctx.agent.into(),
         planner: ctx.planner.into(),
         insertion: if plan.is_some() { insertion_name(ctx.insertion).into() } else { "none".into() },

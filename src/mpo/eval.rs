@@ -108,7 +108,7 @@ pub async fn run(w: &EvalWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
         PlannerVariant::None => None,
         _ => Some(read_plans(&ctx.inputs[0].1)?),
     };
-    let env = ctx.envs.get(&w.env)?;
+    let env = ctx.envs.get(&w.env).await?;
     let model = ctx.models.get(&w.agent_name, &w.agent)?;
     model.ready().await?;
     let prompts = Arc::new(prompt_set(&w.prompts, env.family())?);

@@ -30,8 +30,16 @@ pub struct ExpertWork {
     pub tasks: usize,
 }
 
-pub fn draft(env_name: &str, env: &EnvSpec, _spec: &Spec) -> Draft {
-    let EnvSpec::Builtin(b) = env;
+pub fn draft(env_name: &str, env: &EnvSpec, _spec: &Spec) -> anyhow::Result<Draft> {
+    let b = match env {
+        EnvSpec::Builtin(b) => b,
+        other => anyhow::bail!(
+            "the `expert` stage (gold trajectories for seed plans) needs an environment with an expert: \
+             `kind = \"builtin\"`; env `{env_name}` is `kind = \"{}\"`. Give the planner a served, \
+             already fine-tuned model (`planner.model`) or learn seed plans on the built-in world",
+            other.kind()
+        ),
+    };
     let work = ExpertWork {
         env_name: env_name.to_string(),
         max_steps: b.max_steps,
@@ -43,14 +51,14 @@ pub fn draft(env_name: &str, env: &EnvSpec, _spec: &Spec) -> Draft {
         "split": work.split.name(),
         "tasks": work.tasks,
     });
-    Draft {
+    Ok(Draft {
         stage: NAME,
         version: VERSION,
         label: format!("{NAME}[{env_name}/{}]", work.split.name()),
         config,
         inputs: vec![],
         work: super::Work::Expert(work),
-    }
+    })
 }
 
 impl ExpertWork {

@@ -92,7 +92,7 @@ impl McRolloutsWork {
 
 pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
     let plans: Vec<SampledPlan> = read_jsonl(&ctx.inputs[0].1.join("plans.jsonl"))?;
-    let env = ctx.envs.get(&w.env)?;
+    let env = ctx.envs.get(&w.env).await?;
     let model = ctx.models.get(&w.explorer_name, &w.explorer)?;
     model.ready().await?;
     let prompts = Arc::new(prompt_set(&w.prompts, env.family())?);

@@ -73,7 +73,7 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
         };
         if needs_seed {
             let expert = out.len();
-            out.push(expert::draft(&env_name, env, spec));
+            out.push(expert::draft(&env_name, env, spec)?);
             out.push(seed_plans::draft(&env_name, env, spec, planner, expert)?);
         }
 
@@ -191,7 +191,9 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
     if out.is_empty() {
         // Nothing else asked: the expert of each env (useful to inspect a world).
         for (name, env) in &spec.envs {
-            out.push(expert::draft(name, env, spec));
+            if matches!(env, EnvSpec::Builtin(_)) {
+                out.push(expert::draft(name, env, spec)?);
+            }
         }
     }
     Ok(out)
@@ -200,6 +202,7 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
 fn family_name(env: &EnvSpec) -> &'static str {
     match env {
         EnvSpec::Builtin(_) => "alfworld",
+        EnvSpec::Agentgym(a) => a.env.name(),
     }
 }
 

@@ -111,23 +111,29 @@ impl ModelSpec {
 pub enum EnvSpec {
     /// The built-in ALFWorld-style household world.
     Builtin(BuiltinEnvSpec),
+    /// A server speaking the AgentGym HTTP protocol (ALFWorld, WebShop,
+    /// SciWorld).
+    Agentgym(crate::env::agentgym::AgentgymEnvSpec),
 }
 
 impl EnvSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             EnvSpec::Builtin(_) => "builtin",
+            EnvSpec::Agentgym(_) => "agentgym",
         }
     }
     /// How many tasks of `split` the experiment uses.
     pub fn task_count(&self, split: &str) -> Option<usize> {
         match self {
             EnvSpec::Builtin(b) => b.task_count(split),
+            EnvSpec::Agentgym(a) => a.task_count(split),
         }
     }
     pub fn splits(&self) -> &'static [&'static str] {
         match self {
             EnvSpec::Builtin(_) => &["train", "seen", "unseen"],
+            EnvSpec::Agentgym(a) => a.splits(),
         }
     }
 }

@@ -86,6 +86,11 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
 
     for (ename, env) in &spec.envs {
         match env {
+            EnvSpec::Agentgym(a) => {
+                if let Err(err) = a.validate() {
+                    e.push(format!("`envs.{ename}` in {}: {err}", source(&format!("envs.{ename}"))));
+                }
+            }
             EnvSpec::Builtin(b) => {
                 if b.max_steps < 1 {
                     e.bad(&format!("envs.{ename}.max_steps"), b.max_steps.to_string(), "must be >= 1");
