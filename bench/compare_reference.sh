@@ -50,6 +50,7 @@ max_concurrency = 256
 kind = "agentgym"
 url = "http://127.0.0.1:$ENV_PORT"
 env = "alfworld"
+concurrency = 256
 
 [eval]
 agents = ["agent"]

@@ -294,8 +294,7 @@ fn run_spec(path: &Path, opts: &LoadOptions, args: &RunArgs, verbose: u8) -> Res
     for (t, n) in &counts {
         eprintln!("  results: {}/{}/{t}.parquet ({n} rows)", plan.results_dir, plan.experiment);
     }
-    let spec_report = plan.variants.first().is_some();
-    if spec_report {
+    if plan.report.enabled {
         let index = crate::report::write(&plan, &store)?;
         eprintln!("  report: {}", index.display());
     }

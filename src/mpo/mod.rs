@@ -25,6 +25,7 @@ use crate::store::{ArtifactWriter, Store};
 pub mod common;
 pub mod eval;
 pub mod expert;
+pub mod judge;
 pub mod mc_rollouts;
 pub mod pairs;
 pub mod sample_plans;

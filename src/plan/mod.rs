@@ -71,6 +71,8 @@ pub struct Plan {
     pub reports_dir: String,
     pub nodes: Vec<Node>,
     pub variants: Vec<VariantPlan>,
+    /// `[report]` of the base spec, with swept keys' base values resolved.
+    pub report: crate::report::config::ReportSpec,
 }
 
 /// The canonical cache key of a node.
@@ -101,6 +103,7 @@ impl Plan {
             reports_dir: first.experiment.reports_dir.clone(),
             nodes: vec![],
             variants: vec![],
+            report: crate::report::config::ReportSpec::of_variants(variants),
         };
         let mut by_key: HashMap<String, usize> = HashMap::new();
         for variant in variants {

@@ -79,6 +79,22 @@ pub const PLANS: &[Col] = &[
     opt("n", U64),
 ];
 
+/// Pairwise judge verdicts, MPO vs SFT meta plan of one test task (App.
+/// E.3, Fig. 6): one row per task and dimension (`correctness`,
+/// `followability`, `standardization`, `overall`). `verdict` is `mpo`,
+/// `sft` or `tie`, or `failed` when no reply parsed within `attempts` calls
+/// (`reason` then holds the error); `mpo_first` says whether the MPO plan
+/// was shown first; `judge` is the judge model's identity.
+pub const JUDGE: &[Col] = &[
+    col("task_id", Str),
+    col("dimension", Str),
+    col("verdict", Str),
+    col("reason", Str),
+    col("mpo_first", Bool),
+    col("judge", Str),
+    col("attempts", U64),
+];
+
 /// An episode row (see [`EPISODES`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeRow {
@@ -114,6 +130,18 @@ pub struct PlanRow {
     pub text: String,
     pub q: Option<f64>,
     pub n: Option<u64>,
+}
+
+/// A judge row (see [`JUDGE`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JudgeRow {
+    pub task_id: String,
+    pub dimension: String,
+    pub verdict: String,
+    pub reason: String,
+    pub mpo_first: bool,
+    pub judge: String,
+    pub attempts: u64,
 }
 
 /// Builds a frame of `rows` with the declared columns, in order.
