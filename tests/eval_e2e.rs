@@ -269,3 +269,85 @@ async fn a_dead_model_server_fails_the_stage_and_loses_nothing() {
     assert_eq!(rows.iter().filter(|r| r.agent == "expert").count(), 4 + 8);
     assert!(rows.iter().all(|r| r.agent == "expert"));
 }
+
+/// An AgentGym-protocol server (the built-in world served by mpo-run) that
+/// goes away mid-run: the unfinished episodes are recorded as environment
+/// failures, the run completes, and the next run (server back) retries only
+/// those, reusing every finished episode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_server_that_dies_mid_run_loses_nothing() {
+    let (expert, _lazy) = servers().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(mpo_run::env::agentgym::serve_builtin_on(listener, 30, async move {
+        let _ = stopped.await;
+    }));
+    let ctx = TestContext::new();
+    ctx.write(
+        "gym.toml",
+        &format!(
+            r#"
+[experiment]
+name = "gym"
+env_retries = 1
+
+[models.expert]
+kind = "openai"
+base_url = "{}"
+model = "expert"
+
+[envs.alf]
+kind = "agentgym"
+env = "alfworld"
+url = "http://{addr}"
+retries = 1
+retry_backoff_ms = 10
+connect_timeout_s = 1
+
+[eval]
+agents = ["expert"]
+envs = ["alf"]
+splits = ["seen"]
+tasks = 12
+concurrency = 2
+"#,
+            expert.base_url()
+        ),
+    );
+    let mut cmd = ctx.command(&["gym.toml"]);
+    cmd.env("MPORUN_TEST_ITEM_DELAY_MS", "150");
+    let run = tokio::task::spawn_blocking(move || cmd.output().unwrap());
+    // Let a few episodes finish, then take the server away.
+    let start = Instant::now();
+    while journal_lines(&ctx) < 2 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no episode finished");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    let out = run.await.unwrap();
+    assert!(out.status.success(), "environment failures are results, not a failed run: {}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<EpisodeRow> = read_rows(&ctx.path("results/gym/episodes.parquet")).unwrap();
+    assert_eq!(rows.len(), 12, "every task has a row");
+    let failed = rows.iter().filter(|r| r.finish_reason == "env_failure").count();
+    let done = rows.iter().filter(|r| r.success).count();
+    assert!(failed > 0 && done >= 2 && failed + done == 12, "failed {failed}, done {done}");
+    assert_eq!(journal_lines(&ctx), done, "only finished episodes are journaled");
+
+    // The server comes back on the same address: the rerun retries only the
+    // failed episodes.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let server = tokio::spawn(mpo_run::env::agentgym::serve_builtin_on(listener, 30, std::future::pending()));
+    let again = run_bin(&ctx, &["gym.toml"]).await;
+    let e = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(again.status.success(), "{e}");
+    assert!(e.contains(&format!("{failed} items computed, {done} reused")), "{e}");
+    let rows: Vec<EpisodeRow> = read_rows(&ctx.path("results/gym/episodes.parquet")).unwrap();
+    assert_eq!(rows.len(), 12);
+    assert!(rows.iter().all(|r| r.success), "all episodes succeed once the server is back");
+    // And now it is final: a third run does nothing.
+    let third = run_bin(&ctx, &["gym.toml"]).await;
+    assert!(String::from_utf8_lossy(&third.stderr).contains("nothing to do"));
+    server.abort();
+}

@@ -107,11 +107,18 @@ pub struct StageOutput {
     pub rows: BTreeMap<String, usize>,
     pub reused: usize,
     pub computed: usize,
+    /// Items recorded as transient failures (see `Manifest::items_failed`).
+    pub failed: usize,
 }
 
 impl StageOutput {
     pub fn new(reused: usize, computed: usize) -> Self {
-        Self { rows: BTreeMap::new(), reused, computed }
+        Self { rows: BTreeMap::new(), reused, computed, failed: 0 }
+    }
+    /// Items recorded as transient failures, retried by the next run.
+    pub fn failed(mut self, n: usize) -> Self {
+        self.failed = n;
+        self
     }
     /// A Parquet table `<name>.parquet` with `rows` rows.
     pub fn table(mut self, name: &str, rows: usize) -> Self {
@@ -130,6 +137,15 @@ pub struct ItemResults {
     pub values: Vec<serde_json::Value>,
     pub reused: usize,
     pub computed: usize,
+    /// Values that are transient failures (not journaled).
+    pub transient: usize,
+}
+
+/// An item value that records a transient failure (an environment failure
+/// after its retries): it is written to the results but not journaled, so
+/// the next run retries it.
+pub fn is_transient(value: &serde_json::Value) -> bool {
+    value.get("env_failure").is_some_and(|v| !v.is_null())
 }
 
 /// What a running node sees.
@@ -222,6 +238,7 @@ impl NodeCtx {
                 }
                 let out = f(input).await;
                 let out = match out {
+                    Ok(v) if is_transient(&v) => Ok(v),
                     Ok(v) => {
                         let rec = if force { journal.record_forced(&key, &v) } else { journal.record(&key, &v) };
                         rec.map(|_| v)
@@ -257,7 +274,9 @@ impl NodeCtx {
                 shown.join("; ")
             ));
         }
-        Ok(ItemResults { values: values.into_iter().map(|v| v.expect("every item has a value")).collect(), reused, computed })
+        let values: Vec<serde_json::Value> = values.into_iter().map(|v| v.expect("every item has a value")).collect();
+        let transient = values.iter().filter(|v| is_transient(v)).count();
+        Ok(ItemResults { values, reused, computed, transient })
     }
 }
 
@@ -390,7 +409,15 @@ async fn run_node(ctx: NodeCtx) -> NodeStatus {
             rows: out.rows.clone(),
             items_reused: out.reused,
             items_computed: out.computed,
-            items_failed: 0,
+            // Inputs with transient failures make this artifact provisional
+            // too: it is redone (cheaply, from the journal) with them.
+            items_failed: out.failed
+                + ctx
+                    .inputs
+                    .iter()
+                    .filter_map(|(n, _)| ctx.store.manifest(n.stage, &n.key))
+                    .map(|m| m.items_failed)
+                    .sum::<usize>(),
         };
         writer.commit(&manifest)?;
         Ok::<_, anyhow::Error>(out)
@@ -401,6 +428,9 @@ async fn run_node(ctx: NodeCtx) -> NodeStatus {
         Ok(out) => {
             let seconds = start.elapsed().as_secs_f64();
             tracing::info!("`{label}` done in {seconds:.1}s: {:?}", out.rows);
+            if out.failed > 0 {
+                tracing::warn!("`{label}`: {} items failed in the environment; the next run retries them", out.failed);
+            }
             NodeStatus::Ran { reused: out.reused, computed: out.computed, seconds }
         }
         Err(e) => match e.downcast_ref::<ShardIncomplete>() {

@@ -149,5 +149,5 @@ pub async fn run(w: &EvalWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
     if failures > 0 {
         tracing::warn!("`{}`: {failures} episodes recorded as environment failures", ctx.node.label);
     }
-    Ok(StageOutput::new(results.reused, results.computed).table("episodes", n))
+    Ok(StageOutput::new(results.reused, results.computed).table("episodes", n).failed(results.transient))
 }

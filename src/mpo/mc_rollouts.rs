@@ -145,6 +145,7 @@ pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> 
         .collect();
     let n_plans = table::write_rows(&writer.path("plans.parquet"), PLANS, &plan_rows)?;
     Ok(StageOutput::new(results.reused, results.computed)
+        .failed(results.transient)
         .table("episodes", n_ep)
         .table("plans", n_plans)
         .file("scored.jsonl", scored.len()))

@@ -212,7 +212,7 @@ fn family_name(env: &EnvSpec) -> &'static str {
 pub fn item_keys(node: &Node, plan: &Plan, store: &Store) -> Result<Option<Vec<String>>> {
     let input_dir = |i: usize| {
         let n = &plan.nodes[node.inputs[i]];
-        store.is_done(n.stage, &n.key).then(|| store.artifact_dir(n.stage, &n.key))
+        store.exists(n.stage, &n.key).then(|| store.artifact_dir(n.stage, &n.key))
     };
     Ok(match &node.work {
         Work::Expert(w) => Some(w.item_keys()),

@@ -222,7 +222,7 @@ pub fn dirty_reason(plan: &Plan, node: &Node, index: &Index) -> String {
         return "new".into();
     };
     if prev.key == node.key {
-        return "not built yet".into();
+        return "not built yet, or some items failed in the environment last time".into();
     }
     let mut changes = Vec::new();
     let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());

@@ -27,7 +27,7 @@ pub fn collate(plan: &Plan, store: &Store) -> Result<BTreeMap<String, usize>> {
             for &id in &variant.nodes {
                 let node = &plan.nodes[id];
                 let path = store.artifact_dir(node.stage, &node.key).join(format!("{table}.parquet"));
-                if !path.exists() || !store.is_done(node.stage, &node.key) {
+                if !path.exists() || !store.exists(node.stage, &node.key) {
                     continue;
                 }
                 let mut df = read_parquet(&path)?;

@@ -54,9 +54,11 @@ pub struct Manifest {
     /// Items reused from the journal vs computed in this run.
     pub items_reused: usize,
     pub items_computed: usize,
-    /// Items that failed (their rows are absent); a stage with failures is
-    /// not committed, so this is 0 in a committed manifest unless the stage
-    /// records failures as rows.
+    /// Items recorded as transient failures (environment failures after
+    /// their retries): their rows say so, they are not journaled, and the
+    /// artifact is not final — the next run reruns the stage, reusing every
+    /// finished item and retrying only these.
+    #[serde(default)]
     pub items_failed: usize,
 }
 
@@ -100,8 +102,14 @@ impl Store {
         serde_json::from_str(&text).ok()
     }
 
-    pub fn is_done(&self, stage: &str, key: &str) -> bool {
+    /// A committed artifact (possibly with transient failures to retry).
+    pub fn exists(&self, stage: &str, key: &str) -> bool {
         self.manifest(stage, key).is_some()
+    }
+
+    /// A committed artifact without transient failures: nothing to redo.
+    pub fn is_done(&self, stage: &str, key: &str) -> bool {
+        self.manifest(stage, key).is_some_and(|m| m.items_failed == 0)
     }
 
     /// Starts writing an artifact.
@@ -195,12 +203,17 @@ impl ArtifactWriter {
         if let Some(parent) = self.final_dir.parent() {
             fs::create_dir_all(parent)?;
         }
-        if self.final_dir.join("manifest.json").exists() {
+        let existing: Option<Manifest> = fs::read_to_string(self.final_dir.join("manifest.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        if existing.as_ref().is_some_and(|m| m.items_failed == 0) {
+            // Another process committed the same key first (same content).
             let _ = fs::remove_dir_all(&self.dir);
             return Ok(self.final_dir);
         }
         if self.final_dir.exists() {
-            // A directory without a manifest is garbage of an older layout.
+            // An earlier attempt with transient failures (replaced by this
+            // one), or garbage without a manifest.
             fs::remove_dir_all(&self.final_dir)?;
         }
         fs::rename(&self.dir, &self.final_dir).with_context(|| {

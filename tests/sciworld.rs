@@ -1,0 +1,302 @@
+//! ScienceWorld through the bridge: task lists and spec (no simulator), then
+//! the real simulator (needs `pip install scienceworld==1.2.3` and Java 17):
+//! gold replays per topic, the consecutive-invalid rule, a worker killed,
+//! hung or answering garbage mid-episode, a retried episode counted once,
+//! and no process left behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mpo_run::env::sciworld::{self, gold_trajectory, tasks, SciworldEnv, SciworldEnvSpec};
+use mpo_run::env::{Environment, TaskInfo};
+
+fn spec(workers: usize) -> SciworldEnvSpec {
+    SciworldEnvSpec { workers, ..Default::default() }
+}
+
+fn env(workers: usize) -> Arc<SciworldEnv> {
+    sciworld::build(&spec(workers)).unwrap_or_else(|e| panic!("ScienceWorld is not installed: {e}"))
+}
+
+/// Processes whose process group is `pgid` (from /proc).
+fn group_members(pgid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // fields after comm: state ppid pgrp
+        if f.len() > 2 && f[0] != "Z" && f[2].parse::<i32>().ok() == Some(pgid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+async fn wait_gone(pgids: &[i32]) -> Vec<i32> {
+    let t0 = Instant::now();
+    loop {
+        let left: Vec<i32> = pgids.iter().flat_map(|&g| group_members(g)).collect();
+        if left.is_empty() || t0.elapsed() > Duration::from_secs(10) {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn task(split: &str, release_name: &str) -> TaskInfo {
+    let t = tasks::split_tasks(split).unwrap().iter().find(|t| t.release_name == release_name).unwrap();
+    TaskInfo {
+        task_id: t.task_id(),
+        split: split.into(),
+        task_type: t.name.clone(),
+        icl_key: "default".into(),
+        max_steps: t.max_steps,
+    }
+}
+
+#[test]
+fn task_lists_match_the_release() {
+    let sizes: Vec<usize> = tasks::SPLITS.iter().map(|s| tasks::split_tasks(s).unwrap().len()).collect();
+    assert_eq!(sizes, vec![1483, 194, 211]);
+    assert_eq!(tasks::split_tasks("dev").unwrap().len(), 194);
+    assert_eq!(tasks::split_tasks("test").unwrap().len(), 211);
+    for s in tasks::SPLITS {
+        let list = tasks::split_tasks(s).unwrap();
+        let mut ids: Vec<String> = list.iter().map(|t| t.task_id()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), list.len(), "{s}: duplicate ids");
+        for t in list {
+            assert_eq!(tasks::parse_task_id(&t.task_id()).as_ref(), Some(t));
+        }
+    }
+    let boil = &tasks::split_tasks("unseen").unwrap()[0];
+    assert_eq!((boil.task_id().as_str(), boil.max_steps), ("boil/0_21", 100));
+    // Ids are text: `0_21` is not `0_2`, `02_1` or `boil/021`.
+    assert!(tasks::parse_task_id("boil/0_2").is_some());
+    assert!(tasks::parse_task_id("boil/00_21").is_none());
+    assert!(tasks::parse_task_id("boil/021").is_none());
+    assert!(tasks::parse_task_id("melt/0_21").is_none());
+    let m = tasks::split_tasks("seen").unwrap().iter().find(|t| t.release_name.starts_with("task-10-measure")).unwrap();
+    assert_eq!((m.name.as_str(), m.max_steps), ("measure-melting-point-known-substance", 120));
+}
+
+#[test]
+fn spec_parses_and_validates() {
+    let s: SciworldEnvSpec = toml::from_str("workers = 2\npython = \"python3\"\ntasks = { train = 10, dev = 5 }").unwrap();
+    assert_eq!(s.workers, 2);
+    assert!(s.validate().is_ok());
+    assert_eq!(s.task_count("train"), Some(10));
+    assert_eq!(s.task_count("seen"), Some(5));
+    assert_eq!(s.task_count("unseen"), Some(211));
+    assert!(toml::from_str::<SciworldEnvSpec>("kind = \"sciworld\"").is_err(), "unknown fields are refused");
+    let bad = SciworldEnvSpec { workers: 0, simplification: "easy,warp".into(), ..Default::default() };
+    let err = bad.validate().unwrap_err();
+    assert!(err.contains("workers") && err.contains("warp"), "{err}");
+    assert_eq!(SciworldEnvSpec::default().identity()["simplification"], "easy");
+}
+
+#[test]
+fn missing_python_names_the_install() {
+    let s = SciworldEnvSpec { python: "/nonexistent/python3".into(), ..Default::default() };
+    let err = sciworld::build(&s).err().expect("build must fail");
+    assert!(err.contains("pip install scienceworld==1.2.3"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gold_replay_scores_one_per_topic() {
+    let env = env(2);
+    assert_eq!(env.tasks("dev", None).unwrap().len(), 194);
+    let mut by_topic: BTreeMap<String, Vec<TaskInfo>> = BTreeMap::new();
+    for (t, info) in tasks::split_tasks("seen").unwrap().iter().zip(env.tasks("seen", None).unwrap()) {
+        by_topic.entry(t.topic()).or_default().push(info);
+    }
+    assert_eq!(by_topic.len(), 9, "{:?}", by_topic.keys().collect::<Vec<_>>());
+    let mut set = tokio::task::JoinSet::new();
+    for (topic, list) in by_topic {
+        let env = env.clone();
+        set.spawn(async move {
+            let mut tried = Vec::new();
+            for t in list.iter().take(3) {
+                let g = gold_trajectory(&env, t).await.unwrap_or_else(|e| panic!("{}: {e}", t.task_id));
+                assert!(g.goal.starts_with("Your task is to"), "{}", g.goal);
+                assert!(!g.goal.contains("Task Description"));
+                tried.push((t.task_id.clone(), g.reward, g.turns.len()));
+                if g.reward == 1.0 {
+                    assert!(g.success);
+                    return (topic, Some(t.task_id.clone()), tried);
+                }
+            }
+            (topic, None, tried)
+        });
+    }
+    let mut missing = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (topic, ok, tried) = r.unwrap();
+        eprintln!("{topic}: {ok:?} {tried:?}");
+        if ok.is_none() {
+            missing.push(topic);
+        }
+    }
+    assert!(missing.is_empty(), "no gold replay scored 1.0 for {missing:?}");
+    assert_eq!(env.pool_stats().failed, 0);
+    assert!(env.pool_stats().started <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_invalid_actions_end_the_episode() {
+    let env = env(1);
+    let t = task("seen", "task-10-use-thermometer");
+    assert!(t.max_steps >= 21, "room for the test's 21 steps");
+    let mut ep = env.start(&t).await.unwrap();
+    assert!(ep.task_text().starts_with("Your task is to"), "{}", ep.task_text());
+    for _ in 0..9 {
+        let o = ep.step("fly to the moon").await.unwrap();
+        assert!(o.invalid && !o.done, "{o:?}");
+    }
+    let o = ep.step("look around").await.unwrap();
+    assert!(!o.invalid && !o.done);
+    for i in 1..=10 {
+        let o = ep.step("fly to the moon").await.unwrap();
+        assert!(o.invalid);
+        assert_eq!(o.done, i == 10, "step {i}");
+        assert!(!o.success && o.reward < 1.0);
+    }
+    assert!(ep.step("look around").await.is_err(), "no step after the end");
+    ep.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_fails_the_step_and_is_replaced() {
+    let env = env(1);
+    let t = task("seen", "task-3-find-non-living-thing");
+    let gold = gold_trajectory(&env, &t).await.unwrap();
+    assert_eq!(gold.reward, 1.0);
+    let mut ep = env.start(&t).await.unwrap();
+    ep.step(&gold.turns[0].0).await.unwrap();
+    let pids = env.worker_pids();
+    assert_eq!(pids.len(), 1);
+    let pid = pids[0];
+    assert!(group_members(pid).len() >= 2, "python and its JVM share the group");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let err = ep.step(&gold.turns[1].0).await.expect_err("the worker is dead");
+    eprintln!("{err}");
+    assert!(ep.step("look around").await.is_err(), "the episode stays failed");
+    ep.close().await;
+    assert_eq!(wait_gone(&[pid]).await, Vec::<i32>::new(), "the JVM went with its worker");
+    // The retry gets a fresh worker and completes.
+    let mut ep = env.start(&t).await.unwrap();
+    let mut last = None;
+    for (a, _) in &gold.turns {
+        last = Some(ep.step(a).await.unwrap());
+    }
+    let last = last.unwrap();
+    assert!(last.success && last.reward == 1.0 && last.done);
+    ep.close().await;
+    let st = env.pool_stats();
+    assert_eq!((st.started, st.failed, st.alive), (2, 1, 1));
+    assert_ne!(env.worker_pids(), vec![pid]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_or_garbage_worker_is_killed() {
+    let s = SciworldEnvSpec { request_timeout_s: 10.0, ..spec(1) };
+    let env = sciworld::build_with_debug_hooks(&s).unwrap();
+    let t = task("seen", "task-6-lifespan-(shortest-lived)");
+    for (action, max_s) in [("__debug_hang__", 30.0), ("__debug_garbage__", 5.0), ("__debug_exit__", 5.0)] {
+        let mut ep = env.start(&t).await.unwrap();
+        let pid = env.worker_pids()[0];
+        let t0 = Instant::now();
+        let err = ep.step(action).await.expect_err(action);
+        assert!(t0.elapsed().as_secs_f64() < max_s, "{action}: {:?}", t0.elapsed());
+        eprintln!("{action}: {err}");
+        ep.close().await;
+        assert_eq!(wait_gone(&[pid]).await, Vec::<i32>::new(), "{action}");
+    }
+    let mut ep = env.start(&t).await.unwrap();
+    assert!(!ep.step("look around").await.unwrap().invalid);
+    ep.close().await;
+    assert_eq!(env.pool_stats().failed, 3);
+}
+
+/// A stand-in for the eval stage at the pool level: each task's episode is
+/// retried from the start on an environment failure; results keyed by task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_episode_yields_one_result() {
+    let env = env(1);
+    let names = ["task-6-lifespan-(longest-lived)", "task-3-find-non-living-thing", "task-6-lifespan-(shortest-lived)"];
+    let mut plans = Vec::new();
+    for n in names {
+        let t = task("seen", n);
+        let g = gold_trajectory(&env, &t).await.unwrap();
+        plans.push((t, g.turns.into_iter().map(|(a, _)| a).collect::<Vec<_>>()));
+    }
+    let victim = plans[1].0.task_id.clone();
+    let mut set = tokio::task::JoinSet::new();
+    for (t, actions) in plans {
+        let env = env.clone();
+        let kill = t.task_id == victim;
+        set.spawn(async move {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let mut ep = match env.start(&t).await {
+                    Ok(ep) => ep,
+                    Err(_) if attempts < 3 => continue,
+                    Err(e) => panic!("{e}"),
+                };
+                let mut result = Ok(0.0);
+                for (i, a) in actions.iter().enumerate() {
+                    if kill && attempts == 1 && i == 1 {
+                        // one worker: the one this episode holds
+                        unsafe { libc::kill(env.worker_pids()[0], libc::SIGKILL) };
+                    }
+                    match ep.step(a).await {
+                        Ok(o) => result = Ok(o.reward),
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                ep.close().await;
+                match result {
+                    Ok(r) => return (t.task_id.clone(), r, attempts),
+                    Err(_) if attempts < 3 => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+    }
+    let mut results: HashMap<String, (f64, u32)> = HashMap::new();
+    while let Some(r) = set.join_next().await {
+        let (id, reward, attempts) = r.unwrap();
+        assert!(results.insert(id, (reward, attempts)).is_none(), "one result per task");
+    }
+    assert_eq!(results.len(), 3);
+    for (id, (reward, attempts)) in &results {
+        assert_eq!(*reward, 1.0, "{id}");
+        assert_eq!(*attempts, if *id == victim { 2 } else { 1 }, "{id}");
+    }
+    assert_eq!(env.pool_stats().failed, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_worker_outlives_the_environment() {
+    let env = env(2);
+    let t1 = task("seen", "task-6-lifespan-(longest-lived)");
+    let t2 = task("seen", "task-3-find-non-living-thing");
+    let (a, b) = tokio::join!(env.start(&t1), env.start(&t2));
+    let (mut a, b) = (a.unwrap(), b.unwrap());
+    a.step("look around").await.unwrap();
+    a.close().await; // back to the pool, idle
+    let pids = env.worker_pids();
+    assert_eq!(pids.len(), 2);
+    assert!(pids.iter().all(|&p| group_members(p).len() >= 2));
+    drop(b); // dropped mid-episode without close
+    drop(env);
+    assert_eq!(wait_gone(&pids).await, Vec::<i32>::new());
+}
