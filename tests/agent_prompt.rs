@@ -99,3 +99,23 @@ fn released_sciworld_opening_instruction() {
 fn released_webshop_opening_instruction() {
     insta::assert_snapshot!(render(Family::Webshop, "default", Insertion::Instruction));
 }
+
+#[test]
+fn released_sciworld_opening_thought() {
+    insta::assert_snapshot!(render(Family::Sciworld, "boil", Insertion::Thought));
+}
+
+#[test]
+fn released_sciworld_opening_observation() {
+    insta::assert_snapshot!(render(Family::Sciworld, "boil", Insertion::Observation));
+}
+
+#[test]
+fn released_webshop_opening_thought() {
+    insta::assert_snapshot!(render(Family::Webshop, "default", Insertion::Thought));
+}
+
+#[test]
+fn released_webshop_opening_observation() {
+    insta::assert_snapshot!(render(Family::Webshop, "default", Insertion::Observation));
+}
