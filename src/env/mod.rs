@@ -18,6 +18,7 @@ use crate::agent::prompt::Family;
 
 pub mod agentgym;
 pub mod builtin;
+pub mod sciworld;
 
 /// One task of a split, as the agent loop needs it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,6 +183,7 @@ pub fn build(spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvErr
     Ok(match spec {
         crate::spec::EnvSpec::Builtin(b) => Arc::new(BuiltinEnv { max_steps: b.max_steps }),
         crate::spec::EnvSpec::Agentgym(a) => agentgym::build(a),
+        crate::spec::EnvSpec::Sciworld(s) => sciworld::build(s).map(|e| e as Arc<dyn Environment>).map_err(EnvError)?,
     })
 }
 

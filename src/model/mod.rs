@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod local;
 pub mod openai;
 
 /// Who wrote a message.
@@ -128,6 +129,9 @@ impl Registry {
         }
         let model: std::sync::Arc<dyn ChatModel> = match spec {
             crate::spec::ModelSpec::Openai(cfg) => std::sync::Arc::new(openai::OpenAiClient::new(name, cfg.clone())?),
+            crate::spec::ModelSpec::Local(cfg) => std::sync::Arc::new(
+                local::LocalModel::from_config(cfg).map_err(|e| ModelError::Other(format!("model `{name}`: {e:#}")))?,
+            ),
         };
         cache.insert(key, model.clone());
         Ok(model)

@@ -66,12 +66,10 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
         let Some(env) = spec.envs.get(&env_name) else {
             bail!("`planner.env` names env `{env_name}`, which is not declared");
         };
-        // Seed plans feed the planner's SFT. A planner served over HTTP is
-        // already fine-tuned, and a prompted planner needs none.
-        let needs_seed = match &planner.model {
-            None => planner.prompted.is_none(),
-            Some(m) => !matches!(model(spec, m)?, ModelSpec::Openai(_)),
-        };
+        // Seed plans feed the planner's SFT. Until the `sft` stage lands,
+        // `planner.model` is an already fine-tuned planner (a local HF
+        // directory or a served model), and a prompted planner needs none.
+        let needs_seed = planner.model.is_none() && planner.prompted.is_none();
         if needs_seed {
             let expert = out.len();
             out.push(expert::draft(&env_name, env, spec)?);
@@ -204,6 +202,7 @@ fn family_name(env: &EnvSpec) -> &'static str {
     match env {
         EnvSpec::Builtin(_) => "alfworld",
         EnvSpec::Agentgym(a) => a.env.name(),
+        EnvSpec::Sciworld(_) => "sciworld",
     }
 }
 

@@ -95,12 +95,16 @@ fn default_reports_dir() -> String {
 pub enum ModelSpec {
     /// An OpenAI-compatible chat-completions endpoint (vLLM, SGLang, …).
     Openai(crate::model::openai::OpenAiConfig),
+    /// A Llama/Qwen2-architecture model run in-process with burn, from a
+    /// Hugging Face directory (`path`).
+    Local(crate::model::local::LocalModelConfig),
 }
 
 impl ModelSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             ModelSpec::Openai(_) => "openai",
+            ModelSpec::Local(_) => "local",
         }
     }
 }
@@ -114,6 +118,8 @@ pub enum EnvSpec {
     /// A server speaking the AgentGym HTTP protocol (ALFWorld, WebShop,
     /// SciWorld).
     Agentgym(crate::env::agentgym::AgentgymEnvSpec),
+    /// The real ScienceWorld simulator, through a pool of bridge workers.
+    Sciworld(crate::env::sciworld::SciworldEnvSpec),
 }
 
 impl EnvSpec {
@@ -121,6 +127,7 @@ impl EnvSpec {
         match self {
             EnvSpec::Builtin(_) => "builtin",
             EnvSpec::Agentgym(_) => "agentgym",
+            EnvSpec::Sciworld(_) => "sciworld",
         }
     }
     /// How many tasks of `split` the experiment uses.
@@ -128,12 +135,14 @@ impl EnvSpec {
         match self {
             EnvSpec::Builtin(b) => b.task_count(split),
             EnvSpec::Agentgym(a) => a.task_count(split),
+            EnvSpec::Sciworld(s) => s.task_count(split),
         }
     }
     pub fn splits(&self) -> &'static [&'static str] {
         match self {
             EnvSpec::Builtin(_) => &["train", "seen", "unseen"],
             EnvSpec::Agentgym(a) => a.splits(),
+            EnvSpec::Sciworld(_) => &crate::env::sciworld::tasks::SPLITS,
         }
     }
 }
@@ -183,9 +192,10 @@ pub struct PlannerSpec {
     /// Attempts per task when an LLM teacher's reply cannot be parsed.
     #[serde(default = "default_teacher_attempts")]
     pub teacher_attempts: u32,
-    /// The SFT planner that samples plans (a model name). A `local` model is
-    /// fine-tuned on the seed plans first; an `openai` model is taken as an
-    /// already fine-tuned planner served elsewhere.
+    /// The SFT planner that samples plans (a model name): an already
+    /// fine-tuned planner, a local Hugging Face directory or a served model.
+    /// (Fine-tuning it in-process on the seed plans comes with the `sft`
+    /// stage.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// A strong model prompted as planner (Table 3's "GPT" row, planner

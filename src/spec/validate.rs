@@ -81,11 +81,21 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
                     e.push(format!("`models.{mname}` in {}: {err}", source(&format!("models.{mname}"))));
                 }
             }
+            ModelSpec::Local(cfg) => {
+                if let Err(err) = cfg.validate() {
+                    e.push(format!("`models.{mname}` in {}: {err}", source(&format!("models.{mname}"))));
+                }
+            }
         }
     }
 
     for (ename, env) in &spec.envs {
         match env {
+            EnvSpec::Sciworld(s) => {
+                if let Err(err) = s.validate() {
+                    e.push(format!("`envs.{ename}` in {}: {err}", source(&format!("envs.{ename}"))));
+                }
+            }
             EnvSpec::Agentgym(a) => {
                 if let Err(err) = a.validate() {
                     e.push(format!("`envs.{ename}` in {}: {err}", source(&format!("envs.{ename}"))));

@@ -1,0 +1,204 @@
+//! Batched forward passes over a [`CausalLm`]: full-sequence logits (for
+//! trainers and scoring), log-prob scoring of (prompt, completion) pairs, and
+//! one incremental step over many sequences that each carry their own host
+//! KV cache (left-padded into one batch, with an explicit attention mask and
+//! per-row RoPE positions, so any mix of lengths shares one forward pass).
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use super::config::ArchConfig;
+use super::net::{rope_tables, CausalLm, StepAux};
+use super::weights::to_vec_f32;
+
+/// A sequence's KV cache on the host: per layer, keys and values in
+/// token-major layout `[len, kv_heads, head_dim]`.
+#[derive(Clone, Debug, Default)]
+pub struct SeqKv {
+    /// Tokens whose keys/values are cached.
+    pub tokens: Vec<u32>,
+    pub layers: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+impl SeqKv {
+    pub fn new(n_layers: usize) -> Self {
+        Self { tokens: Vec::new(), layers: vec![(Vec::new(), Vec::new()); n_layers] }
+    }
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+    /// Keeps the first `len` tokens.
+    pub fn truncate(&mut self, len: usize, per_token: usize) {
+        self.tokens.truncate(len);
+        for (k, v) in &mut self.layers {
+            k.truncate(len * per_token);
+            v.truncate(len * per_token);
+        }
+    }
+}
+
+/// The network with what a forward pass needs.
+#[derive(Clone, Debug)]
+pub struct Runner {
+    pub lm: CausalLm,
+    pub arch: ArchConfig,
+    pub inv_freq: Vec<f32>,
+    pub device: Device,
+}
+
+impl Runner {
+    pub fn new(lm: CausalLm, arch: ArchConfig, device: Device) -> Self {
+        let inv_freq = arch.rope.inv_freq(arch.head_dim);
+        Self { lm, arch, inv_freq, device }
+    }
+
+    fn kv_per_token(&self) -> usize {
+        self.arch.num_key_value_heads * self.arch.head_dim
+    }
+
+    /// Logits `[batch, seq, vocab]` of a causal pass over `input_ids`
+    /// (positions 0..seq; right padding does not affect earlier positions).
+    pub fn forward_logits(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [b, n] = input_ids.dims();
+        let positions: Vec<Vec<usize>> = vec![(0..n).collect(); b];
+        let (cos, sin) = rope_tables(&self.inv_freq, &positions, &input_ids.device());
+        let aux = StepAux { cos, sin, mask: None, past: Vec::new() };
+        let (hidden, _) = self.lm.forward_hidden(&self.arch, input_ids, aux);
+        self.lm.head(hidden)
+    }
+
+    /// Per-token log-probs of `targets` under `logits`: `[batch, seq]`.
+    pub fn token_logprobs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
+        let lp = log_softmax(logits, 2);
+        lp.gather(2, targets.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2)
+    }
+
+    /// Sum of completion-token log-probs for each (prompt, completion) pair.
+    pub fn score(&self, pairs: &[(Vec<u32>, Vec<u32>)], max_batch_tokens: usize) -> Vec<f64> {
+        let mut out = vec![0.0; pairs.len()];
+        let mut order: Vec<usize> = (0..pairs.len()).collect();
+        order.sort_by_key(|&i| pairs[i].0.len() + pairs[i].1.len());
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start + 1;
+            while end < order.len() {
+                let longest = pairs[order[end]].0.len() + pairs[order[end]].1.len();
+                if longest * (end - start + 1) > max_batch_tokens.max(1) {
+                    break;
+                }
+                end += 1;
+            }
+            let group = &order[start..end];
+            let t = group.iter().map(|&i| pairs[i].0.len() + pairs[i].1.len()).max().unwrap_or(1).max(2);
+            let b = group.len();
+            let mut ids = vec![0i64; b * t];
+            let mut tgt = vec![0i64; b * t];
+            for (r, &i) in group.iter().enumerate() {
+                let full: Vec<u32> = pairs[i].0.iter().chain(pairs[i].1.iter()).copied().collect();
+                for (j, &tok) in full.iter().enumerate() {
+                    ids[r * t + j] = tok as i64;
+                    if j > 0 {
+                        tgt[r * t + j - 1] = tok as i64;
+                    }
+                }
+            }
+            let ids_t = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
+            let tgt_t = Tensor::<2, Int>::from_data(TensorData::new(tgt, [b, t]), &self.device);
+            let lp = to_vec_f32(Self::token_logprobs(self.forward_logits(ids_t), tgt_t));
+            for (r, &i) in group.iter().enumerate() {
+                let (p, c) = (pairs[i].0.len(), pairs[i].1.len());
+                // Completion token j (at position p + j) is predicted at p + j - 1.
+                let s: f64 = (0..c).filter(|&j| p + j >= 1).map(|j| lp[r * t + p + j - 1] as f64).sum();
+                out[i] = s;
+            }
+            start = end;
+        }
+        out
+    }
+
+    /// One incremental pass: appends `new[i]` to sequence `i` (updating its
+    /// cache) and returns each row's next-token logits (after its last new
+    /// token). Every `new[i]` must be non-empty.
+    pub fn step(&self, seqs: &mut [&mut SeqKv], new: &[&[u32]]) -> Vec<Vec<f32>> {
+        let b = seqs.len();
+        if b == 0 {
+            return Vec::new();
+        }
+        let a = &self.arch;
+        let (kvh, hd, nl) = (a.num_key_value_heads, a.head_dim, a.num_hidden_layers);
+        let per_tok = self.kv_per_token();
+        let lmax = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        let nmax = new.iter().map(|n| n.len()).max().unwrap_or(1).max(1);
+        let padded = seqs.iter().any(|s| s.len() != lmax) || new.iter().any(|n| n.len() != nmax) || lmax > 0;
+        let mut ids = vec![0i64; b * nmax];
+        let mut positions = vec![vec![0usize; nmax]; b];
+        for i in 0..b {
+            let off = nmax - new[i].len();
+            for (j, &tok) in new[i].iter().enumerate() {
+                ids[i * nmax + off + j] = tok as i64;
+                positions[i][off + j] = seqs[i].len() + j;
+            }
+        }
+        let (cos, sin) = rope_tables(&self.inv_freq, &positions, &self.device);
+        let mask = if padded {
+            let kl = lmax + nmax;
+            let mut m = vec![true; b * nmax * kl];
+            for i in 0..b {
+                let (li, ni) = (seqs[i].len(), new[i].len());
+                for q in 0..nmax {
+                    let row = &mut m[(i * nmax + q) * kl..(i * nmax + q + 1) * kl];
+                    if q < nmax - ni {
+                        row[lmax + q] = false; // padding query: attends to itself only
+                        continue;
+                    }
+                    row[lmax - li..lmax].iter_mut().for_each(|x| *x = false);
+                    row[lmax + nmax - ni..=lmax + q].iter_mut().for_each(|x| *x = false);
+                }
+            }
+            Some(Tensor::<4, Bool>::from_data(TensorData::new(m, [b, 1, nmax, kl]), &self.device))
+        } else {
+            None
+        };
+        let past = if lmax > 0 {
+            (0..nl)
+                .map(|l| {
+                    let mut kb = vec![0f32; b * lmax * per_tok];
+                    let mut vb = vec![0f32; b * lmax * per_tok];
+                    for i in 0..b {
+                        let li = seqs[i].len();
+                        let dst = (i * lmax + lmax - li) * per_tok;
+                        kb[dst..dst + li * per_tok].copy_from_slice(&seqs[i].layers[l].0);
+                        vb[dst..dst + li * per_tok].copy_from_slice(&seqs[i].layers[l].1);
+                    }
+                    let k = Tensor::<4>::from_data(TensorData::new(kb, [b, lmax, kvh, hd]), &self.device).swap_dims(1, 2);
+                    let v = Tensor::<4>::from_data(TensorData::new(vb, [b, lmax, kvh, hd]), &self.device).swap_dims(1, 2);
+                    (k, v)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let ids_t = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, nmax]), &self.device);
+        let (hidden, new_kv) = self.lm.forward_hidden(a, ids_t, StepAux { cos, sin, mask, past });
+        let last = hidden.narrow(1, nmax - 1, 1);
+        let logits = to_vec_f32(self.lm.head(last));
+        let vocab = a.vocab_size;
+        for (l, (k, v)) in new_kv.into_iter().enumerate() {
+            let kh = to_vec_f32(k.swap_dims(1, 2));
+            let vh = to_vec_f32(v.swap_dims(1, 2));
+            for i in 0..b {
+                let ni = new[i].len();
+                let src = (i * nmax + nmax - ni) * per_tok;
+                seqs[i].layers[l].0.extend_from_slice(&kh[src..src + ni * per_tok]);
+                seqs[i].layers[l].1.extend_from_slice(&vh[src..src + ni * per_tok]);
+            }
+        }
+        for i in 0..b {
+            seqs[i].tokens.extend_from_slice(new[i]);
+        }
+        logits.chunks(vocab).map(<[f32]>::to_vec).collect()
+    }
+}
