@@ -10,15 +10,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::TestContext;
+use common::{journal_lines, run_bin, TestContext};
 use fake_openai::{FakeOptions, FakeServer};
 use mpo_run::model::Message;
 use mpo_run::store::table::{read_rows, EpisodeRow};
-
-async fn run_bin(ctx: &TestContext, args: &[&str]) -> std::process::Output {
-    let mut cmd = ctx.command(args);
-    tokio::task::spawn_blocking(move || cmd.output().expect("run mpo-run")).await.unwrap()
-}
 
 fn spec(expert: &str, lazy: &str, tasks: usize, concurrency: usize) -> String {
     format!(
@@ -131,11 +126,6 @@ async fn eval_with_and_without_plans_records_expected_rewards() {
     assert_eq!(expert.chat_count() + lazy.chat_count(), before);
 }
 
-fn journal_lines(ctx: &TestContext) -> usize {
-    let Ok(rd) = std::fs::read_dir(ctx.path("results/items/episodes")) else { return 0 };
-    rd.filter_map(|e| e.ok()).map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().lines().count()).sum()
-}
-
 /// Rows without what legitimately differs between two runs (wall time).
 fn comparable(ctx: &TestContext) -> Vec<String> {
     let mut v: Vec<String> = eval_rows(ctx)
@@ -165,19 +155,19 @@ async fn killed_eval_resumes_to_the_same_rows() {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while journal_lines(&ctx) < 6 {
+    while journal_lines(&ctx, "episodes") < 6 {
         assert!(start.elapsed() < Duration::from_secs(120), "the eval never got going");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let done = journal_lines(&ctx);
+    let done = journal_lines(&ctx, "episodes");
     assert!(done < 72, "killed mid-stage ({done} of 72 episodes done)");
 
     let out = run_bin(&ctx, &["eval.toml"]).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(comparable(&reference), comparable(&ctx));
-    assert_eq!(journal_lines(&ctx), 72, "each episode journaled exactly once");
+    assert_eq!(journal_lines(&ctx, "episodes"), 72, "each episode journaled exactly once");
 }
 
 fn files_under(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
@@ -320,7 +310,7 @@ concurrency = 2
     let run = tokio::task::spawn_blocking(move || cmd.output().unwrap());
     // Let a few episodes finish, then take the server away.
     let start = Instant::now();
-    while journal_lines(&ctx) < 2 {
+    while journal_lines(&ctx, "episodes") < 2 {
         assert!(start.elapsed() < Duration::from_secs(60), "no episode finished");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -333,7 +323,7 @@ concurrency = 2
     let failed = rows.iter().filter(|r| r.finish_reason == "env_failure").count();
     let done = rows.iter().filter(|r| r.success).count();
     assert!(failed > 0 && done >= 2 && failed + done == 12, "failed {failed}, done {done}");
-    assert_eq!(journal_lines(&ctx), done, "only finished episodes are journaled");
+    assert_eq!(journal_lines(&ctx, "episodes"), done, "only finished episodes are journaled");
 
     // The server comes back on the same address: the rerun retries only the
     // failed episodes.

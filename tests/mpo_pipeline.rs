@@ -10,15 +10,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::TestContext;
+use common::{run_bin, TestContext};
 use fake_openai::{FakeOptions, FakeServer};
 use mpo_run::model::Message;
 use mpo_run::store::table::{read_rows, EpisodeRow, PlanRow};
-
-async fn run_bin(ctx: &TestContext, args: &[&str]) -> std::process::Output {
-    let mut cmd = ctx.command(args);
-    tokio::task::spawn_blocking(move || cmd.output().expect("run mpo-run")).await.unwrap()
-}
 
 fn spec(planner: &str, explorer: &str) -> String {
     format!(

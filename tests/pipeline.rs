@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{sorted_rows, TestContext};
+use common::{journal_lines, sorted_rows, TestContext};
 
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
@@ -83,14 +83,6 @@ fn force_and_only_select_stages() {
     let bad = ctx.run(&["small.toml", "--only", "dpo"]);
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("stage `dpo` is not in the plan"), "{}", stderr(&bad));
-}
-
-fn journal_lines(ctx: &TestContext, stage: &str) -> usize {
-    let dir = ctx.path(&format!("results/items/{stage}"));
-    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
-    rd.filter_map(|e| e.ok())
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().lines().count())
-        .sum()
 }
 
 #[test]

@@ -210,6 +210,23 @@ pub fn insertion_name(i: Insertion) -> &'static str {
     }
 }
 
+/// Writes one JSON object per line.
+pub fn write_jsonl<T: Serialize>(path: &std::path::Path, rows: &[T]) -> Result<()> {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    std::fs::write(path, text)?;
+    Ok(())
+}
+
+/// Reads a file written by [`write_jsonl`].
+pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("malformed line in `{}`", path.display()))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,12 +144,7 @@ pub async fn run(w: &ExpertWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Resu
         .map(|v| serde_json::from_value(v.clone()).context("journal holds a malformed trajectory"))
         .collect::<Result<_>>()?;
 
-    let mut jsonl = String::new();
-    for t in &trajectories {
-        jsonl.push_str(&serde_json::to_string(t)?);
-        jsonl.push('\n');
-    }
-    std::fs::write(writer.path("trajectories.jsonl"), jsonl)?;
+    super::common::write_jsonl(&writer.path("trajectories.jsonl"), &trajectories)?;
     let rows: Vec<EpisodeRow> =
         trajectories.iter().map(|t| episode_row(&w.env_name, w.split, t)).collect::<Result<_>>()?;
     let n = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;
@@ -158,9 +153,5 @@ pub async fn run(w: &ExpertWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Resu
 
 /// Reads the trajectories of a finished `expert` artifact.
 pub fn read_trajectories(dir: &std::path::Path) -> Result<Vec<Trajectory>> {
-    let path = dir.join("trajectories.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read `{}`", path.display()))?;
-    text.lines()
-        .map(|l| serde_json::from_str(l).with_context(|| format!("malformed line in `{}`", path.display())))
-        .collect()
+    super::common::read_jsonl(&dir.join("trajectories.jsonl"))
 }

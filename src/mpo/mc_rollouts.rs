@@ -20,7 +20,8 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::common::{derive_seed, episode_item, episode_row, prompt_identity, prompt_set, EpisodeItem, RowContext};
-use super::sample_plans::{read_jsonl, write_jsonl, SampledPlan};
+use super::common::{read_jsonl, write_jsonl};
+use super::sample_plans::SampledPlan;
 use crate::exec::{NodeCtx, StageOutput};
 use crate::plan::short_hash;
 use crate::spec::{EnvSpec, Insertion, ModelSpec};

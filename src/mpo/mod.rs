@@ -219,7 +219,7 @@ pub fn item_keys(node: &Node, plan: &Plan, store: &Store) -> Result<Option<Vec<S
         Work::SamplePlans(w) => Some(w.item_keys()?),
         Work::TestPlans(w) => Some(w.item_keys()?),
         Work::McRollouts(w) => match input_dir(0) {
-            Some(dir) => Some(w.item_keys(&sample_plans::read_jsonl(&dir.join("plans.jsonl"))?)?),
+            Some(dir) => Some(w.item_keys(&common::read_jsonl(&dir.join("plans.jsonl"))?)?),
             None => None,
         },
         Work::Pairs(_) => Some(vec![]),

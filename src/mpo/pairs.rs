@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::prompt_set;
 use super::mc_rollouts::ScoredPlan;
-use super::sample_plans::{read_jsonl, write_jsonl};
+use super::common::{read_jsonl, write_jsonl};
 use crate::exec::{NodeCtx, StageOutput};
 use crate::store::table::{self, Col, ColType};
 use crate::store::ArtifactWriter;

@@ -16,7 +16,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::common::{derive_seed, planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
+use super::common::{derive_seed, write_jsonl, planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
 use crate::env::TaskInfo;
 use crate::exec::{NodeCtx, StageOutput};
 use crate::plan::short_hash;
@@ -124,20 +124,4 @@ pub async fn run(w: &SamplePlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) ->
     // The `plans` table gets these plans with their Q from `mc_rollouts`.
     write_jsonl(&writer.path("plans.jsonl"), &plans)?;
     Ok(StageOutput::new(results.reused, results.computed).file("plans.jsonl", plans.len()))
-}
-
-pub fn write_jsonl<T: Serialize>(path: &std::path::Path, rows: &[T]) -> Result<()> {
-    let mut text = String::new();
-    for r in rows {
-        text.push_str(&serde_json::to_string(r)?);
-        text.push('\n');
-    }
-    std::fs::write(path, text)?;
-    Ok(())
-}
-
-pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<Vec<T>> {
-    use anyhow::Context;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
-    text.lines().map(|l| serde_json::from_str(l).with_context(|| format!("malformed line in `{}`", path.display()))).collect()
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use super::common::{derive_seed, prompt_set};
+use super::common::{derive_seed, prompt_set, write_jsonl};
 use crate::agent::prompt::{render_example, PromptSet};
 use crate::model::{ChatModel, ChatRequest, Message};
 use crate::spec::ModelSpec;
@@ -226,21 +226,11 @@ fn finish(w: &SeedPlansWork, writer: &ArtifactWriter, results: crate::exec::Item
     let all: Vec<SeedPlan> =
         results.values.iter().map(|v| serde_json::from_value(v.clone())).collect::<Result<_, _>>()?;
     let (seeds, failures): (Vec<SeedPlan>, Vec<SeedPlan>) = all.into_iter().partition(|s| s.failure.is_none());
-    let mut fail_text = String::new();
-    for f in &failures {
-        fail_text.push_str(&serde_json::to_string(f)?);
-        fail_text.push('\n');
-    }
-    std::fs::write(writer.path("failures.jsonl"), fail_text)?;
+    write_jsonl(&writer.path("failures.jsonl"), &failures)?;
     if !failures.is_empty() {
         tracing::warn!("seed plans: the teacher gave no parseable plan for {} tasks (see failures.jsonl)", failures.len());
     }
-    let mut jsonl = String::new();
-    for s in &seeds {
-        jsonl.push_str(&serde_json::to_string(s)?);
-        jsonl.push('\n');
-    }
-    std::fs::write(writer.path("seed_set.jsonl"), jsonl)?;
+    write_jsonl(&writer.path("seed_set.jsonl"), &seeds)?;
     let rows: Vec<PlanRow> = seeds
         .iter()
         .map(|s| PlanRow {

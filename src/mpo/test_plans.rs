@@ -15,7 +15,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::common::{planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
-use super::sample_plans::{read_jsonl, write_jsonl};
+use super::common::{read_jsonl, write_jsonl};
 use crate::env::TaskInfo;
 use crate::exec::{NodeCtx, StageOutput};
 use crate::plan::short_hash;

@@ -111,3 +111,18 @@ pub fn sorted_rows(path: &Path) -> Vec<String> {
     rows.sort();
     rows
 }
+
+/// Lines in the item journals of `namespace` (each a finished item, unless
+/// a kill tore the last one).
+pub fn journal_lines(ctx: &TestContext, namespace: &str) -> usize {
+    let Ok(rd) = std::fs::read_dir(ctx.path(&format!("results/items/{namespace}"))) else { return 0 };
+    rd.filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default().lines().count())
+        .sum()
+}
+
+/// Runs the binary off the async threads (tests that also serve HTTP).
+pub async fn run_bin(ctx: &TestContext, args: &[&str]) -> Output {
+    let mut cmd = ctx.command(args);
+    tokio::task::spawn_blocking(move || cmd.output().expect("run mpo-run")).await.unwrap()
+}
