@@ -17,3 +17,4 @@ pub mod plan;
 pub mod report;
 pub mod spec;
 pub mod store;
+pub mod train;

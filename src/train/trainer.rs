@@ -1,0 +1,348 @@
+//! The training loop shared by SFT, RFT, agent SFT and DPO: epochs of
+//! seeded optimizer-step groups, micro-batches with gradient accumulation,
+//! global-norm clipping, AdamW, the warm-up + decay schedule, a log row per
+//! optimizer step, and checkpoints (weights, optimizer moments, step count
+//! and log) that a killed training resumes from bit-for-bit.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::activation::{log_sigmoid, log_softmax};
+use serde::{Deserialize, Serialize};
+
+use super::data::{epoch_groups, micro_batches, pack, Example, PairExample};
+use super::optim::{clip_coef, global_grad_norm, lr_at, to_trainable, AdamW, GradAccumulator};
+use super::{DpoLoss, TrainConfig, TrainLogRow};
+use crate::model::local::net::{rope_tables, StepAux};
+use crate::model::local::{weights, ArchConfig, CausalLm};
+
+/// What is optimised.
+#[derive(Clone, Debug)]
+pub enum Objective {
+    /// Mean token cross-entropy over the trained tokens of each step's
+    /// effective batch.
+    Sft(Vec<Example>),
+    /// TRL's DPO with reference log-probs computed beforehand
+    /// (`(chosen, rejected)` per pair, summed over completion tokens).
+    Dpo { pairs: Vec<PairExample>, reference: Vec<(f64, f64)>, beta: f64, label_smoothing: f64, loss: DpoLoss },
+}
+
+impl Objective {
+    fn len(&self) -> usize {
+        match self {
+            Objective::Sft(e) => e.len(),
+            Objective::Dpo { pairs, .. } => pairs.len(),
+        }
+    }
+    fn example_len(&self, i: usize) -> usize {
+        match self {
+            Objective::Sft(e) => e[i].len(),
+            Objective::Dpo { pairs, .. } => pairs[i].chosen.len().max(pairs[i].rejected.len()),
+        }
+    }
+}
+
+/// Logits `[batch, len, vocab]` of a causal pass (positions from 0).
+pub fn forward_logits(lm: &CausalLm, arch: &ArchConfig, inv_freq: &[f32], ids: Tensor<2, Int>) -> Tensor<3> {
+    let [b, n] = ids.dims();
+    let positions: Vec<Vec<usize>> = vec![(0..n).collect(); b];
+    let (cos, sin) = rope_tables(inv_freq, &positions, &ids.device());
+    let (hidden, _) = lm.forward_hidden(arch, ids, StepAux { cos, sin, mask: None, past: Vec::new() });
+    lm.head(hidden)
+}
+
+/// Per-row sums of the trained tokens' log-probs `[rows]`, and the
+/// per-row trained-token counts.
+fn sequence_logps(lm: &CausalLm, arch: &ArchConfig, inv_freq: &[f32], rows: &[&Example], device: &Device) -> (Tensor<1>, Tensor<2>) {
+    let (ids, tgt, mask, w) = pack(rows);
+    let b = rows.len();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, w]), device);
+    let tgt = Tensor::<2, Int>::from_data(TensorData::new(tgt, [b, w]), device);
+    let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, w]), device);
+    let logits = forward_logits(lm, arch, inv_freq, ids);
+    let lp = log_softmax(logits, 2).gather(2, tgt.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
+    let masked = lp * mask;
+    (masked.clone().sum_dim(1).squeeze_dim::<1>(1), masked)
+}
+
+/// Sum of trained-token log-probs of each example under an inference
+/// (non-autodiff) model, in length-sorted batches of at most
+/// `max_batch_tokens` padded tokens.
+pub fn score_examples(lm: &CausalLm, arch: &ArchConfig, examples: &[&Example], device: &Device, max_batch_tokens: usize) -> Vec<f64> {
+    let inv_freq = arch.rope.inv_freq(arch.head_dim);
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|&i| examples[i].len());
+    let mut out = vec![0.0; examples.len()];
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && examples[order[end]].len() * (end - start + 1) <= max_batch_tokens.max(1) {
+            end += 1;
+        }
+        let rows: Vec<&Example> = order[start..end].iter().map(|&i| examples[i]).collect();
+        let (sums, _) = sequence_logps(lm, arch, &inv_freq, &rows, device);
+        let v: Vec<f32> = weights::to_vec_f32(sums);
+        for (k, &i) in order[start..end].iter().enumerate() {
+            out[i] = v[k] as f64;
+        }
+        start = end;
+    }
+    out
+}
+
+/// Host values of one micro-batch for the step's metrics.
+#[derive(Default)]
+struct StepStats {
+    loss: f64,
+    tokens: usize,
+    chosen: Vec<f64>,
+    rejected: Vec<f64>,
+}
+
+/// Loss of one micro-batch, already divided by the group's normaliser, so
+/// that the micro-batch gradients sum to the group's gradient.
+fn micro_loss(
+    obj: &Objective,
+    lm: &CausalLm,
+    arch: &ArchConfig,
+    inv_freq: &[f32],
+    idx: &[usize],
+    group_norm: f64,
+    device: &Device,
+    stats: &mut StepStats,
+) -> Tensor<1> {
+    match obj {
+        Objective::Sft(examples) => {
+            let rows: Vec<&Example> = idx.iter().map(|&i| &examples[i]).collect();
+            stats.tokens += rows.iter().map(|e| e.len()).sum::<usize>();
+            let (_, masked) = sequence_logps(lm, arch, inv_freq, &rows, device);
+            masked.sum().neg().div_scalar(group_norm)
+        }
+        Objective::Dpo { pairs, reference, beta, label_smoothing, loss } => {
+            let k = idx.len();
+            let mut rows: Vec<&Example> = idx.iter().map(|&i| &pairs[i].chosen).collect();
+            rows.extend(idx.iter().map(|&i| &pairs[i].rejected));
+            stats.tokens += rows.iter().map(|e| e.len()).sum::<usize>();
+            let (sums, _) = sequence_logps(lm, arch, inv_freq, &rows, device);
+            let pc = sums.clone().narrow(0, 0, k);
+            let pr = sums.narrow(0, k, k);
+            let rc: Vec<f32> = idx.iter().map(|&i| reference[i].0 as f32).collect();
+            let rr: Vec<f32> = idx.iter().map(|&i| reference[i].1 as f32).collect();
+            let rc = Tensor::<1>::from_data(TensorData::new(rc, [k]), device);
+            let rr = Tensor::<1>::from_data(TensorData::new(rr, [k]), device);
+            let chosen_r = pc - rc;
+            let rejected_r = pr - rr;
+            let cv: Vec<f32> = weights::to_vec_f32(chosen_r.clone().inner());
+            let rv: Vec<f32> = weights::to_vec_f32(rejected_r.clone().inner());
+            stats.chosen.extend(cv.iter().map(|&x| beta * x as f64));
+            stats.rejected.extend(rv.iter().map(|&x| beta * x as f64));
+            let d = chosen_r - rejected_r;
+            let per = match loss {
+                DpoLoss::Sigmoid => {
+                    let z = d.mul_scalar(*beta);
+                    let a = log_sigmoid(z.clone()).neg().mul_scalar(1.0 - label_smoothing);
+                    if *label_smoothing > 0.0 {
+                        a - log_sigmoid(z.neg()).mul_scalar(*label_smoothing)
+                    } else {
+                        a
+                    }
+                }
+                DpoLoss::Ipo => {
+                    let t = d.sub_scalar(1.0 / (2.0 * beta));
+                    t.clone() * t
+                }
+            };
+            per.sum().div_scalar(group_norm)
+        }
+    }
+}
+
+/// Where a training's checkpoints live and what they record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CheckpointState {
+    step: u64,
+    /// Hash of the training's inputs; a checkpoint of another training is
+    /// ignored.
+    fingerprint: String,
+    log: Vec<TrainLogRow>,
+}
+
+/// Options of one call to [`train`] that do not change its result.
+#[derive(Clone, Default)]
+pub struct RunControl {
+    /// Checkpoint directory (resume from it; save into it). `None`: no
+    /// checkpoints.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Stop (as if killed) after this many optimizer steps of this call,
+    /// without saving: for tests of resuming.
+    pub stop_after: Option<u64>,
+    /// Stage name written into the log rows.
+    pub stage: String,
+    /// Called after every optimizer step.
+    pub progress: Option<std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>>,
+}
+
+/// The outcome of a training.
+pub struct Trained {
+    /// The trained network (inference copy, no autodiff).
+    pub lm: CausalLm,
+    pub log: Vec<TrainLogRow>,
+    /// `false` when [`RunControl::stop_after`] ended it early.
+    pub finished: bool,
+    /// Optimizer steps computed by this call (not restored).
+    pub computed_steps: u64,
+}
+
+/// Total optimizer steps of a training.
+pub fn total_steps(n: usize, cfg: &TrainConfig) -> u64 {
+    (n.div_ceil(cfg.batch_size.max(1)) as u64) * cfg.epochs as u64
+}
+
+fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
+    let p = dir.join(name.trim());
+    p.join("state.json").exists().then_some(p)
+}
+
+fn save_checkpoint(dir: &Path, lm: &CausalLm, opt: &AdamW, state: &CheckpointState) -> Result<(), String> {
+    let name = format!("step-{:08}", state.step);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    weights::save_weights(lm, &tmp)?;
+    opt.save(&tmp.join("optimizer.safetensors"))?;
+    let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
+    std::fs::write(tmp.join("state.json"), text).map_err(|e| format!("writing state: {e}"))?;
+    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+        if let Ok(file) = std::fs::File::open(tmp.join(f)) {
+            let _ = file.sync_all();
+        }
+    }
+    let fin = dir.join(&name);
+    let _ = std::fs::remove_dir_all(&fin);
+    std::fs::rename(&tmp, &fin).map_err(|e| format!("renaming checkpoint: {e}"))?;
+    let latest_tmp = dir.join("latest.tmp");
+    std::fs::write(&latest_tmp, &name).map_err(|e| format!("writing latest: {e}"))?;
+    std::fs::rename(&latest_tmp, dir.join("latest")).map_err(|e| format!("writing latest: {e}"))?;
+    // Older checkpoints are no longer needed.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let n = e.file_name().to_string_lossy().to_string();
+            if n.starts_with("step-") && n != name {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Trains `lm` (an inference copy on `device`) on `obj`.
+pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig, fingerprint: &str, ctl: &RunControl) -> Result<Trained, String> {
+    cfg.validate()?;
+    let n = obj.len();
+    if n == 0 {
+        return Err("nothing to train on: the dataset is empty".into());
+    }
+    let device = lm.devices().first().cloned().unwrap_or_else(Device::flex);
+    let base_device = if device.is_autodiff() { device.clone().inner() } else { device.clone() };
+    let ad_device = base_device.clone().autodiff();
+    let inv_freq = arch.rope.inv_freq(arch.head_dim);
+    let total = total_steps(n, cfg);
+    let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64 + cfg.warmup_steps;
+    let mut opt = AdamW::new(cfg.adamw());
+    let mut lm = lm;
+    let mut log: Vec<TrainLogRow> = Vec::new();
+    let mut start_step = 0u64;
+    if let Some(dir) = &ctl.checkpoint_dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        if let Some(ck) = latest_checkpoint(dir) {
+            let text = std::fs::read_to_string(ck.join("state.json")).map_err(|e| e.to_string())?;
+            let state: CheckpointState = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", ck.display()))?;
+            if state.fingerprint == fingerprint {
+                weights::load_weights(&mut lm, &[ck.join("model.safetensors")])?;
+                opt = AdamW::load(&ck.join("optimizer.safetensors"), cfg.adamw(), &base_device)?;
+                start_step = state.step;
+                log = state.log;
+                tracing::info!("{}: resuming from optimizer step {start_step} of {total}", ctl.stage);
+            } else {
+                tracing::warn!("{}: ignoring checkpoint {} of another training", ctl.stage, ck.display());
+            }
+        }
+    }
+    let mut model = to_trainable(lm);
+    let lens: Vec<usize> = (0..n).map(|i| obj.example_len(i)).collect();
+    let steps_per_epoch = n.div_ceil(cfg.batch_size.max(1)) as u64;
+    let mut step = start_step;
+    let mut computed = 0u64;
+    let mut finished = true;
+    'outer: for epoch in 0..cfg.epochs as u64 {
+        let groups = epoch_groups(n, cfg.batch_size, cfg.seed, epoch, cfg.shuffle);
+        for (gi, group) in groups.iter().enumerate() {
+            let global = epoch * steps_per_epoch + gi as u64;
+            if global < start_step {
+                continue;
+            }
+            if ctl.stop_after.is_some_and(|s| computed >= s) {
+                finished = false;
+                break 'outer;
+            }
+            let t0 = Instant::now();
+            let lr = lr_at(cfg.schedule, cfg.lr, step, warmup, total);
+            let norm = match obj {
+                Objective::Sft(ex) => group.iter().map(|&i| ex[i].targets()).sum::<usize>().max(1) as f64,
+                Objective::Dpo { .. } => group.len() as f64,
+            };
+            let mut acc = GradAccumulator::default();
+            let mut stats = StepStats::default();
+            for mb in micro_batches(group, &lens, cfg.micro_batch) {
+                let loss = micro_loss(obj, &model, arch, &inv_freq, &mb, norm, &ad_device, &mut stats);
+                let lv: f32 = weights::to_vec_f32(loss.clone().inner())[0];
+                stats.loss += lv as f64;
+                acc.add(&model, loss.backward());
+            }
+            let grads = acc.take().ok_or("no gradients were computed")?;
+            let gnorm = global_grad_norm(&model, &grads);
+            if !stats.loss.is_finite() {
+                return Err(format!("{}: loss is {} at step {step}", ctl.stage, stats.loss));
+            }
+            let coef = clip_coef(gnorm, cfg.max_grad_norm);
+            model = opt.step(model, grads, lr, coef);
+            step += 1;
+            computed += 1;
+            let secs = t0.elapsed().as_secs_f64().max(1e-9);
+            let mut row = TrainLogRow {
+                stage: ctl.stage.clone(),
+                step,
+                epoch: epoch as f64 + (gi + 1) as f64 / groups.len() as f64,
+                loss: stats.loss,
+                lr,
+                grad_norm: gnorm,
+                tokens_per_s: stats.tokens as f64 / secs,
+                ..Default::default()
+            };
+            if !stats.chosen.is_empty() {
+                let k = stats.chosen.len() as f64;
+                let acc = stats.chosen.iter().zip(&stats.rejected).filter(|(c, r)| c > r).count() as f64 / k;
+                let c = stats.chosen.iter().sum::<f64>() / k;
+                let r = stats.rejected.iter().sum::<f64>() / k;
+                row.reward_accuracy = Some(acc);
+                row.chosen_reward = Some(c);
+                row.rejected_reward = Some(r);
+                row.margin = Some(c - r);
+            }
+            tracing::debug!("{} step {step}/{total}: loss {:.4} lr {lr:.3e} |g| {gnorm:.3}", ctl.stage, row.loss);
+            log.push(row);
+            if let Some(p) = &ctl.progress {
+                p(step, total);
+            }
+            if let Some(dir) = &ctl.checkpoint_dir {
+                if cfg.save_every > 0 && step % cfg.save_every == 0 && step < total {
+                    let state = CheckpointState { step, fingerprint: fingerprint.to_string(), log: log.clone() };
+                    save_checkpoint(dir, &model.valid(), &opt, &state)?;
+                }
+            }
+        }
+    }
+    Ok(Trained { lm: model.valid(), log, finished, computed_steps: computed })
+}
