@@ -25,7 +25,8 @@ use crate::model::{Message, Role};
 use crate::spec::Insertion;
 
 /// The environment family a prompt set is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Family {
     Alfworld,
     Sciworld,
@@ -60,6 +61,16 @@ pub struct PromptSet {
 }
 
 const EMBEDDED: &[(&str, &str, &str, &str, &str, &str)] = &[
+    // A short prompt without an in-context example, for the tiny models
+    // the quickstart trains (built-in world only).
+    (
+        "compact",
+        "alfworld",
+        include_str!("../../prompts/compact/alfworld_instruction.txt"),
+        include_str!("../../prompts/compact/alfworld_icl.json"),
+        include_str!("../../prompts/compact/alfworld_planner.txt"),
+        include_str!("../../prompts/compact/alfworld_seed.txt"),
+    ),
     (
         "released",
         "webshop",
@@ -149,7 +160,7 @@ impl PromptSet {
         let (_, _, inst, icl, planner, seed) = EMBEDDED
             .iter()
             .find(|(s, f, ..)| *s == set && *f == family.prefix())
-            .ok_or_else(|| anyhow!("unknown prompt set `{set}`; embedded sets: `released`, `paper`"))?;
+            .ok_or_else(|| anyhow!("unknown prompt set `{set}` for {}; embedded sets: `released`, `paper` (and `compact` for the built-in world)", family.prefix()))?;
         let (plan_phrase, thought_phrase) = phrases(set);
         Ok(Self {
             name: set.to_string(),
@@ -183,6 +194,10 @@ impl PromptSet {
     /// The 1-shot example for a task type (the first example of its key, or
     /// of the only key).
     pub fn example(&self, key: &str) -> Result<&[Message]> {
+        if self.icl.values().all(Vec::is_empty) {
+            // A set without in-context examples (`[]`).
+            return Ok(&[]);
+        }
         let examples = self
             .icl
             .get(key)
@@ -222,7 +237,7 @@ pub struct Opening {
 
 /// Assembles the first message of an episode.
 pub fn opening(set: &PromptSet, example_key: &str, task: &str, plan: Option<&str>, insertion: Insertion) -> Result<Opening> {
-    let example = render_example(set.example(example_key)?);
+    let example_messages = set.example(example_key)?;
     let mut task_text = task.to_string();
     let mut prefill = None;
     if let Some(plan) = plan {
@@ -234,10 +249,15 @@ pub fn opening(set: &PromptSet, example_key: &str, task: &str, plan: Option<&str
             Insertion::Observation => {}
         }
     }
-    let first = format!(
-        "{}\n---\nHere is an example.\n\n{example}\n---\n\nNow, it's your turn and here is the task.\n{task_text}",
-        set.instruction
-    );
+    let first = if example_messages.is_empty() {
+        format!("{}\n\n{task_text}", set.instruction)
+    } else {
+        format!(
+            "{}\n---\nHere is an example.\n\n{}\n---\n\nNow, it's your turn and here is the task.\n{task_text}",
+            set.instruction,
+            render_example(example_messages)
+        )
+    };
     Ok(Opening { messages: vec![Message::user(first)], prefill })
 }
 

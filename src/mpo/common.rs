@@ -37,7 +37,7 @@ pub fn extract_plan(reply: &str) -> String {
 /// The prompt set a spec names (`released`, `paper` or a directory).
 pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
     match name {
-        "released" | "paper" => PromptSet::embedded(name, family),
+        "released" | "paper" | "compact" => PromptSet::embedded(name, family),
         dir => PromptSet::from_dir(Path::new(dir), family),
     }
 }
@@ -45,7 +45,7 @@ pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
 /// The identity of a prompt set for item keys: its name for embedded sets,
 /// its content hash for a directory.
 pub fn prompt_identity(set: &PromptSet) -> String {
-    if set.name == "released" || set.name == "paper" {
+    if matches!(set.name.as_str(), "released" | "paper" | "compact") {
         return set.name.clone();
     }
     let text = format!("{}\n{:?}\n{}", set.instruction, set.icl, set.planner);
@@ -70,7 +70,9 @@ pub async fn sample_plan(
     let completion = model.chat(&req).await.map_err(|e| anyhow!("planner call failed: {e}"))?;
     let reply = completion.texts.into_iter().next().unwrap_or_default();
     if reply.trim().is_empty() {
-        return Err(anyhow!("the planner answered with an empty plan"));
+        // A (bad) answer all the same: recorded as an empty plan, which
+        // scores and pairs like any other.
+        tracing::warn!("the planner answered with an empty plan");
     }
     Ok((extract_plan(&reply), reply))
 }
@@ -80,13 +82,11 @@ pub async fn sample_plan(
 pub async fn planner_setup(
     ctx: &crate::exec::NodeCtx,
     env: &crate::spec::EnvSpec,
-    model_name: &str,
-    model: &crate::spec::ModelSpec,
+    model: &super::models::ModelRef,
     prompts: &str,
 ) -> Result<(Arc<dyn Environment>, Arc<dyn ChatModel>, Arc<PromptSet>, String)> {
     let env = ctx.envs.get(env).await?;
-    let model = ctx.models.get(model_name, model)?;
-    model.ready().await?;
+    let model = model.resolve(ctx).await?;
     let prompts = Arc::new(prompt_set(prompts, env.family())?);
     let pid = prompt_identity(&prompts);
     Ok((env, model, prompts, pid))

@@ -21,7 +21,7 @@ use super::test_plans::{read_plans, variant_name};
 use crate::env::TaskInfo;
 use crate::exec::{NodeCtx, StageOutput};
 use crate::plan::short_hash;
-use crate::spec::{EnvSpec, Insertion, ModelSpec, PlannerVariant};
+use crate::spec::{EnvSpec, Insertion, PlannerVariant};
 use crate::store::table::{self, EpisodeRow, EPISODES};
 use crate::store::ArtifactWriter;
 
@@ -30,8 +30,7 @@ pub const VERSION: u32 = 1;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalWork {
-    pub agent_name: String,
-    pub agent: ModelSpec,
+    pub agent: super::models::ModelRef,
     pub env_name: String,
     pub env: EnvSpec,
     pub split: String,
@@ -49,10 +48,10 @@ pub struct EvalWork {
 impl EvalWork {
     pub fn config(&self) -> serde_json::Value {
         serde_json::json!({
-            "agent": self.agent,
+            "agent": self.agent.config(),
             "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
             "env_name": self.env_name,
-            "agent_name": self.agent_name,
+            "agent_name": self.agent.name,
             "split": self.split,
             "tasks": self.tasks,
             "planner": self.planner,
@@ -76,7 +75,7 @@ impl EvalWork {
     fn item_key(&self, env_id: &serde_json::Value, pid: &str, task_id: &str, plan: Option<&str>) -> String {
         short_hash(
             &serde_json::json!({
-                "stage": "episode", "agent": self.agent, "env": env_id, "task": task_id,
+                "stage": "episode", "agent": self.agent.identity(), "env": env_id, "task": task_id,
                 "plan": plan, "insertion": plan.map(|_| self.insertion), "prompts": pid,
                 "temperature": self.temperature, "seed": self.episode_seed(task_id), "rollout": 0,
                 "quirks": (self.quirks != Default::default()).then_some(self.quirks),
@@ -109,8 +108,7 @@ pub async fn run(w: &EvalWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
         _ => Some(read_plans(&ctx.inputs[0].1)?),
     };
     let env = ctx.envs.get(&w.env).await?;
-    let model = ctx.models.get(&w.agent_name, &w.agent)?;
-    model.ready().await?;
+    let model = w.agent.resolve(ctx).await?;
     let prompts = Arc::new(prompt_set(&w.prompts, env.family())?);
     let pid = prompt_identity(&prompts);
     let env_id = env.identity();
@@ -134,7 +132,7 @@ pub async fn run(w: &EvalWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
     let row_ctx = RowContext {
         stage: NAME,
         env: &w.env_name,
-        agent: &w.agent_name,
+        agent: &w.agent.name,
         planner: variant_name(w.planner),
         insertion: w.insertion,
         temperature: w.temperature,

@@ -24,7 +24,7 @@ use super::common::{read_jsonl, write_jsonl};
 use super::sample_plans::SampledPlan;
 use crate::exec::{NodeCtx, StageOutput};
 use crate::plan::short_hash;
-use crate::spec::{EnvSpec, Insertion, ModelSpec};
+use crate::spec::{EnvSpec, Insertion};
 use crate::store::table::{self, EpisodeRow, PlanRow, EPISODES, PLANS};
 use crate::store::ArtifactWriter;
 
@@ -35,8 +35,7 @@ pub const VERSION: u32 = 1;
 pub struct McRolloutsWork {
     pub env_name: String,
     pub env: EnvSpec,
-    pub explorer_name: String,
-    pub explorer: ModelSpec,
+    pub explorer: super::models::ModelRef,
     pub prompts: String,
     pub n: u32,
     pub temperature: f64,
@@ -58,7 +57,7 @@ impl McRolloutsWork {
     pub fn config(&self) -> serde_json::Value {
         serde_json::json!({
             "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
-            "explorer": self.explorer,
+            "explorer": self.explorer.config(),
             "prompts": self.prompts,
             "n": self.n,
             "temperature": self.temperature,
@@ -74,7 +73,7 @@ impl McRolloutsWork {
     fn item_key(&self, env_id: &serde_json::Value, pid: &str, p: &SampledPlan, j: u32) -> String {
         short_hash(
             &serde_json::json!({
-                "stage": "episode", "agent": self.explorer, "env": env_id, "task": p.task.task_id,
+                "stage": "episode", "agent": self.explorer.identity(), "env": env_id, "task": p.task.task_id,
                 "plan": p.text, "insertion": self.insertion, "prompts": pid,
                 "temperature": self.temperature, "seed": self.rollout_seed(p, j), "rollout": j,
             })
@@ -94,8 +93,7 @@ impl McRolloutsWork {
 pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
     let plans: Vec<SampledPlan> = read_jsonl(&ctx.inputs[0].1.join("plans.jsonl"))?;
     let env = ctx.envs.get(&w.env).await?;
-    let model = ctx.models.get(&w.explorer_name, &w.explorer)?;
-    model.ready().await?;
+    let model = w.explorer.resolve(ctx).await?;
     let prompts = Arc::new(prompt_set(&w.prompts, env.family())?);
     let pid = prompt_identity(&prompts);
     let env_id = env.identity();
@@ -114,7 +112,7 @@ pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> 
         .await?
     };
 
-    let row_ctx = RowContext { stage: NAME, env: &w.env_name, agent: &w.explorer_name, planner: "sft", insertion: w.insertion, temperature: w.temperature };
+    let row_ctx = RowContext { stage: NAME, env: &w.env_name, agent: &w.explorer.name, planner: "sft", insertion: w.insertion, temperature: w.temperature };
     let mut rows: Vec<EpisodeRow> = Vec::new();
     let mut scored = Vec::new();
     for (pi, p) in plans.iter().enumerate() {

@@ -30,7 +30,13 @@ pub mod mc_rollouts;
 pub mod pairs;
 pub mod sample_plans;
 pub mod seed_plans;
+pub mod models;
 pub mod test_plans;
+pub mod train_stages;
+
+use std::collections::BTreeMap;
+
+use models::ModelRef;
 
 /// The typed parameters of a node; what its `run` needs.
 #[derive(Clone, Debug)]
@@ -42,6 +48,26 @@ pub enum Work {
     Pairs(pairs::PairsWork),
     TestPlans(test_plans::TestPlansWork),
     Eval(eval::EvalWork),
+    Init(train_stages::InitWork),
+    AgentSft(train_stages::AgentSftWork),
+    /// `sft`, `rft` or `dpo` (the node's stage says which).
+    PlannerTrain(train_stages::PlannerTrainWork),
+}
+
+impl Work {
+    /// Records the keys of the node's inputs in the model references that
+    /// point at trained weights (called by [`Plan::build`]).
+    pub fn bind(&mut self, input_keys: &[String]) {
+        match self {
+            Work::SamplePlans(w) => w.model.bind(input_keys),
+            Work::McRollouts(w) => w.explorer.bind(input_keys),
+            Work::TestPlans(w) => w.model.bind(input_keys),
+            Work::Eval(w) => w.agent.bind(input_keys),
+            Work::AgentSft(w) => w.base.bind(input_keys),
+            Work::PlannerTrain(w) => w.base.bind(input_keys),
+            _ => {}
+        }
+    }
 }
 
 fn model<'a>(spec: &'a Spec, name: &str) -> Result<&'a ModelSpec> {
@@ -52,11 +78,175 @@ fn draft(stage: &'static str, version: u32, label: String, config: serde_json::V
     Draft { stage, version, label, config, inputs, work }
 }
 
+/// Builds one variant's drafts: each stage once, models resolved to the
+/// stage that produced their weights.
+struct Builder<'a> {
+    spec: &'a Spec,
+    out: Vec<Draft>,
+    experts: BTreeMap<String, usize>,
+    seeds: Option<usize>,
+    /// Model name → the node whose `model/` holds the weights it is used
+    /// with (`init_model` or `agent_sft`).
+    produced: BTreeMap<String, usize>,
+    planner_env: Option<String>,
+}
+
+impl<'a> Builder<'a> {
+    fn push(&mut self, d: Draft) -> usize {
+        self.out.push(d);
+        self.out.len() - 1
+    }
+
+    fn env(&self, name: &str) -> Result<&'a EnvSpec> {
+        self.spec.envs.get(name).ok_or_else(|| anyhow::anyhow!("env `{name}` is not declared"))
+    }
+
+    fn expert(&mut self, env_name: &str) -> Result<usize> {
+        if let Some(&i) = self.experts.get(env_name) {
+            return Ok(i);
+        }
+        let env = self.env(env_name)?;
+        let i = self.push(expert::draft(env_name, env, self.spec)?);
+        self.experts.insert(env_name.to_string(), i);
+        Ok(i)
+    }
+
+    fn seeds(&mut self) -> Result<usize> {
+        if let Some(i) = self.seeds {
+            return Ok(i);
+        }
+        let planner = self.spec.planner.as_ref().ok_or_else(|| anyhow::anyhow!("seed plans need a `[planner]` table"))?;
+        let env_name = self.planner_env.clone().unwrap_or_default();
+        let expert = self.expert(&env_name)?;
+        let env = self.env(&env_name)?;
+        let i = self.push(seed_plans::draft(&env_name, env, self.spec, planner, expert)?);
+        self.seeds = Some(i);
+        Ok(i)
+    }
+
+    /// The env whose train split feeds models (`init` corpora, agent SFT).
+    fn data_env(&self) -> Result<String> {
+        if let Some(e) = self.spec.agent_sft.as_ref().and_then(|a| a.env.clone()) {
+            return Ok(e);
+        }
+        if let Some(e) = &self.planner_env {
+            return Ok(e.clone());
+        }
+        self.spec.envs.keys().next().cloned().ok_or_else(|| anyhow::anyhow!("the spec declares no env"))
+    }
+
+    /// The node that makes `name`'s weights before any use, if any.
+    fn producer(&mut self, name: &str) -> Result<Option<usize>> {
+        if let Some(&i) = self.produced.get(name) {
+            return Ok(Some(i));
+        }
+        let spec = model(self.spec, name)?;
+        let init = match spec {
+            ModelSpec::Local(l) if l.init.is_some() && l.path.is_none() => {
+                let data_env = self.data_env()?;
+                let mut inputs = vec![self.expert(&data_env)?];
+                if self.spec.planner.is_some() {
+                    inputs.push(self.seeds()?);
+                }
+                let family = crate::env::build(self.env(&data_env)?)?.family();
+                let w = train_stages::InitWork {
+                    model_name: name.to_string(),
+                    settings: l.clone(),
+                    seed: self.spec.experiment.seed,
+                    prompts: self.spec.experiment.prompts.clone(),
+                    family,
+                };
+                Some(self.push(draft(train_stages::INIT, train_stages::VERSION, format!("{}[{name}]", train_stages::INIT), w.config(), inputs, Work::Init(w))))
+            }
+            _ => None,
+        };
+        let trained = match &self.spec.agent_sft {
+            Some(a) if a.models.iter().any(|m| m == name) => {
+                let env_name = self.data_env()?;
+                let env = self.env(&env_name)?.clone();
+                let mut inputs = vec![self.expert(&env_name)?];
+                let seed_input = if a.plan_share > 0.0 {
+                    inputs.push(self.seeds()?);
+                    Some(inputs.len() - 1)
+                } else {
+                    None
+                };
+                let base = match init {
+                    Some(i) => {
+                        inputs.push(i);
+                        ModelRef::trained(name, spec, inputs.len() - 1)
+                    }
+                    None => ModelRef::declared(name, spec),
+                };
+                let w = train_stages::AgentSftWork {
+                    base,
+                    tasks: a.tasks.unwrap_or(usize::MAX).min(train_tasks(&env)),
+                    env,
+                    prompts: self.spec.experiment.prompts.clone(),
+                    plan_share: a.plan_share,
+                    insertion: self.spec.mpo.insertion,
+                    train: self.spec.train.agent_sft.clone(),
+                    seed: self.spec.experiment.seed,
+                    seed_input,
+                };
+                let label = format!("{}[{name}]", train_stages::AGENT_SFT);
+                Some(self.push(draft(train_stages::AGENT_SFT, train_stages::VERSION, label, w.config(), inputs, Work::AgentSft(w))))
+            }
+            _ => None,
+        };
+        let node = trained.or(init);
+        if let Some(i) = node {
+            self.produced.insert(name.to_string(), i);
+        }
+        Ok(node)
+    }
+
+    /// `name` as a consumer with `inputs` uses it (adding its producer to
+    /// the inputs).
+    fn use_model(&mut self, name: &str, inputs: &mut Vec<usize>) -> Result<ModelRef> {
+        let spec = model(self.spec, name)?;
+        Ok(match self.producer(name)? {
+            Some(node) => {
+                inputs.push(node);
+                ModelRef::trained(name, spec, inputs.len() - 1)
+            }
+            None => ModelRef::declared(name, spec),
+        })
+    }
+
+    /// A planner checkpoint (`sft`/`dpo`/`rft` node) as a consumer uses it.
+    fn use_planner(&self, planner: &Planner, node: Option<usize>, inputs: &mut Vec<usize>) -> ModelRef {
+        match node {
+            Some(n) => {
+                inputs.push(n);
+                ModelRef::trained(&planner.name, &planner.spec, inputs.len() - 1)
+            }
+            None => ModelRef::declared(&planner.name, &planner.spec),
+        }
+    }
+}
+
+/// The planner of a spec and its trained versions.
+struct Planner {
+    name: String,
+    /// Settings (for a `planner.checkpoint`: a local model at that path).
+    spec: ModelSpec,
+    /// `sft` node (none: the declared model is already the SFT planner).
+    sft: Option<usize>,
+    /// Whether `dpo`/`rft` can train it (a local model).
+    trainable: bool,
+    pairs: Option<usize>,
+    dpo: Option<usize>,
+    rft: Option<usize>,
+}
+
 /// The stage instances one variant needs, in topological order.
 pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
-    let mut out: Vec<Draft> = Vec::new();
     let seed = spec.experiment.seed;
     let prompts = spec.experiment.prompts.clone();
+    let mut b = Builder { spec, out: Vec::new(), experts: BTreeMap::new(), seeds: None, produced: BTreeMap::new(), planner_env: None };
+    let mut planner_state: Option<Planner> = None;
+    let wanted = |v: PlannerVariant| spec.eval.as_ref().is_some_and(|e| e.planners.contains(&v));
 
     if let Some(planner) = &spec.planner {
         let env_name = match &planner.env {
@@ -66,26 +256,54 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
         let Some(env) = spec.envs.get(&env_name) else {
             bail!("`planner.env` names env `{env_name}`, which is not declared");
         };
-        // Seed plans feed the planner's SFT. Until the `sft` stage lands,
-        // `planner.model` is an already fine-tuned planner (a local HF
-        // directory or a served model), and a prompted planner needs none.
-        let needs_seed = planner.model.is_none() && planner.prompted.is_none();
-        if needs_seed {
-            let expert = out.len();
-            out.push(expert::draft(&env_name, env, spec)?);
-            out.push(seed_plans::draft(&env_name, env, spec, planner, expert)?);
+        b.planner_env = Some(env_name.clone());
+        let family = crate::env::build(env)?.family();
+
+        // The SFT planner: trained here from a local base, given as a
+        // checkpoint directory, or a served model used as it is.
+        let mut state = match (&planner.model, &planner.checkpoint) {
+            (m, Some(dir)) => {
+                let base = match m {
+                    Some(name) => match model(spec, name)? {
+                        ModelSpec::Local(l) => l.clone(),
+                        ModelSpec::Openai(_) => bail!("`planner.checkpoint` is set, so `planner.model` (`{name}`) must be a `kind = \"local\"` model (its sampling settings are used)"),
+                    },
+                    None => Default::default(),
+                };
+                let l = crate::model::local::LocalModelConfig { path: Some(dir.into()), init: None, ..base };
+                Some(Planner { name: m.clone().unwrap_or_else(|| "planner".into()), spec: ModelSpec::Local(l), sft: None, trainable: true, pairs: None, dpo: None, rft: None })
+            }
+            (Some(name), None) => {
+                let mspec = model(spec, name)?.clone();
+                match &mspec {
+                    ModelSpec::Local(_) => {
+                        let mut inputs = vec![b.seeds()?];
+                        let base = b.use_model(name, &mut inputs)?;
+                        let w = train_stages::PlannerTrainWork { base, prompts: prompts.clone(), family, train: spec.train.sft.clone(), beta: spec.mpo.beta };
+                        let cfg = w.config(train_stages::SFT);
+                        let sft = b.push(draft(train_stages::SFT, train_stages::VERSION, format!("{}[{name}]", train_stages::SFT), cfg, inputs, Work::PlannerTrain(w)));
+                        Some(Planner { name: name.clone(), spec: mspec, sft: Some(sft), trainable: true, pairs: None, dpo: None, rft: None })
+                    }
+                    ModelSpec::Openai(_) => Some(Planner { name: name.clone(), spec: mspec, sft: None, trainable: false, pairs: None, dpo: None, rft: None }),
+                }
+            }
+            (None, None) => None,
+        };
+        if state.is_none() && planner.prompted.is_none() {
+            // Nothing to train: the seed set itself (and its expert data).
+            b.seeds()?;
         }
 
-        if let Some(pm) = &planner.model {
-            let pspec = model(spec, pm)?;
+        if let Some(p) = state.as_mut() {
             let Some(explorer) = &spec.mpo.explorer else {
                 bail!("`planner.model` is set, so Monte Carlo scoring needs an explorer agent: set `mpo.explorer` to a model name");
             };
+            let mut inputs = Vec::new();
+            let model_ref = b.use_planner(p, p.sft, &mut inputs);
             let w = sample_plans::SamplePlansWork {
                 env_name: env_name.clone(),
                 env: env.clone(),
-                model_name: pm.clone(),
-                model: pspec.clone(),
+                model: model_ref,
                 prompts: prompts.clone(),
                 tasks: planner.train_tasks.unwrap_or(usize::MAX).min(train_tasks(env)),
                 m: spec.mpo.m,
@@ -93,13 +311,13 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
                 max_tokens: planner.max_tokens,
                 seed,
             };
-            let sp = out.len();
-            out.push(draft(sample_plans::NAME, sample_plans::VERSION, format!("{}[{env_name}/{pm}]", sample_plans::NAME), w.config(), vec![], Work::SamplePlans(w)));
+            let sp = b.push(draft(sample_plans::NAME, sample_plans::VERSION, format!("{}[{env_name}/{}]", sample_plans::NAME, p.name), w.config(), inputs, Work::SamplePlans(w)));
+            let mut inputs = vec![sp];
+            let explorer_ref = b.use_model(explorer, &mut inputs)?;
             let w = mc_rollouts::McRolloutsWork {
                 env_name: env_name.clone(),
                 env: env.clone(),
-                explorer_name: explorer.clone(),
-                explorer: model(spec, explorer)?.clone(),
+                explorer: explorer_ref,
                 prompts: prompts.clone(),
                 n: spec.mpo.n,
                 temperature: spec.mpo.explorer_temperature,
@@ -107,12 +325,33 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
                 seed,
                 env_retries: spec.experiment.env_retries,
             };
-            let mc = out.len();
-            out.push(draft(mc_rollouts::NAME, mc_rollouts::VERSION, format!("{}[{env_name}/{explorer}]", mc_rollouts::NAME), w.config(), vec![sp], Work::McRollouts(w)));
+            let mc = b.push(draft(mc_rollouts::NAME, mc_rollouts::VERSION, format!("{}[{env_name}/{explorer}]", mc_rollouts::NAME), w.config(), inputs, Work::McRollouts(w)));
             let w = pairs::PairsWork { env_name: env_name.clone(), prompts: prompts.clone(), family: family_name(env).into() };
             let config = serde_json::json!({ "prompts": prompts });
-            out.push(draft(pairs::NAME, pairs::VERSION, format!("{}[{env_name}]", pairs::NAME), config, vec![mc], Work::Pairs(w)));
+            let pairs_node = b.push(draft(pairs::NAME, pairs::VERSION, format!("{}[{env_name}]", pairs::NAME), config, vec![mc], Work::Pairs(w)));
+            p.pairs = Some(pairs_node);
+            if p.trainable {
+                for (stage, variant, cfg) in [
+                    (train_stages::DPO, PlannerVariant::Mpo, &spec.train.dpo),
+                    (train_stages::RFT, PlannerVariant::Rft, &spec.train.rft),
+                ] {
+                    if !wanted(variant) && !(stage == train_stages::DPO && spec.eval.is_none()) {
+                        continue;
+                    }
+                    let mut inputs = vec![pairs_node];
+                    let base = b.use_planner(p, p.sft, &mut inputs);
+                    let w = train_stages::PlannerTrainWork { base, prompts: prompts.clone(), family, train: cfg.clone(), beta: spec.mpo.beta };
+                    let config = w.config(stage);
+                    let node = b.push(draft(stage, train_stages::VERSION, format!("{stage}[{}]", p.name), config, inputs, Work::PlannerTrain(w)));
+                    if stage == train_stages::DPO {
+                        p.dpo = Some(node);
+                    } else {
+                        p.rft = Some(node);
+                    }
+                }
+            }
         }
+        planner_state = state;
     }
 
     if let Some(ev) = &spec.eval {
@@ -122,52 +361,60 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
                 for variant in &ev.planners {
                     let plans_node = match variant {
                         PlannerVariant::None => None,
-                        PlannerVariant::Sft | PlannerVariant::Prompted => {
-                            let planner = spec.planner.as_ref();
-                            let name = match variant {
-                                PlannerVariant::Sft => planner.and_then(|p| p.model.clone()),
-                                _ => planner.and_then(|p| p.prompted.clone()),
-                            };
-                            let Some(name) = name else {
-                                bail!(
-                                    "planner variant `{}` in `eval.planners` needs `planner.{}` (a model name)",
-                                    test_plans::variant_name(*variant),
-                                    if *variant == PlannerVariant::Sft { "model" } else { "prompted" }
-                                );
+                        v => {
+                            let mut inputs = Vec::new();
+                            let vname = test_plans::variant_name(*v);
+                            let model_ref = match v {
+                                PlannerVariant::Prompted => {
+                                    let Some(name) = spec.planner.as_ref().and_then(|p| p.prompted.clone()) else {
+                                        bail!("planner variant `prompted` in `eval.planners` needs `planner.prompted` (a model name)");
+                                    };
+                                    b.use_model(&name, &mut inputs)?
+                                }
+                                _ => {
+                                    let Some(p) = planner_state.as_ref() else {
+                                        bail!("planner variant `{vname}` in `eval.planners` needs `planner.model` (a model name) or `planner.checkpoint`");
+                                    };
+                                    let node = match v {
+                                        PlannerVariant::Sft => p.sft,
+                                        PlannerVariant::Mpo | PlannerVariant::Rft if !p.trainable => bail!(
+                                            "planner variant `{vname}` needs a planner trained in-process (`dpo`/`rft` on a `kind = \"local\"` \
+                                             model), but `planner.model` (`{}`) is a served model; evaluate `none`, `sft` or `prompted`, or train \
+                                             elsewhere with the datasets the `pairs` stage exports",
+                                            p.name
+                                        ),
+                                        PlannerVariant::Mpo => p.dpo,
+                                        _ => p.rft,
+                                    };
+                                    b.use_planner(p, node, &mut inputs)
+                                }
                             };
                             let w = test_plans::TestPlansWork {
                                 variant: *variant,
                                 env_name: env_name.clone(),
                                 env: env.clone(),
                                 split: split.clone(),
-                                tasks: ev.tasks,
-                                model_name: name.clone(),
-                                model: model(spec, &name)?.clone(),
+                                tasks: ev.tasks.or_else(|| env.task_count(split)),
+                                model: model_ref,
                                 prompts: prompts.clone(),
-                                max_tokens: planner.map_or(512, |p| p.max_tokens),
+                                max_tokens: spec.planner.as_ref().map_or(512, |p| p.max_tokens),
                             };
-                            let label = format!("{}[{}/{env_name}/{split}]", test_plans::NAME, test_plans::variant_name(*variant));
-                            out.push(draft(test_plans::NAME, test_plans::VERSION, label, w.config(), vec![], Work::TestPlans(w)));
-                            Some(out.len() - 1)
+                            let label = format!("{}[{vname}/{env_name}/{split}]", test_plans::NAME);
+                            Some(b.push(draft(test_plans::NAME, test_plans::VERSION, label, w.config(), inputs, Work::TestPlans(w))))
                         }
-                        PlannerVariant::Rft | PlannerVariant::Mpo => bail!(
-                            "planner variant `{}` needs a planner trained in-process (the `sft`/`dpo`/`rft` stages on a \
-                             `kind = \"local\"` model), which this version of mpo-run does not have yet; \
-                             evaluate `none`, `sft` or `prompted`, or train with the exported datasets of the `pairs` stage",
-                            test_plans::variant_name(*variant)
-                        ),
                     };
                     let insertions: Vec<Insertion> =
                         if plans_node.is_none() { vec![Insertion::Instruction] } else { ev.insertion.clone() };
                     for insertion in insertions {
                         for agent in &ev.agents {
+                            let mut inputs: Vec<usize> = plans_node.into_iter().collect();
+                            let agent_ref = b.use_model(agent, &mut inputs)?;
                             let w = eval::EvalWork {
-                                agent_name: agent.clone(),
-                                agent: model(spec, agent)?.clone(),
+                                agent: agent_ref,
                                 env_name: env_name.clone(),
                                 env: env.clone(),
                                 split: split.clone(),
-                                tasks: ev.tasks,
+                                tasks: ev.tasks.or_else(|| env.task_count(split)),
                                 planner: *variant,
                                 insertion,
                                 prompts: prompts.clone(),
@@ -179,7 +426,7 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
                             };
                             let pos = if plans_node.is_some() { format!("/{}", common::insertion_name(insertion)) } else { String::new() };
                             let label = format!("{}[{agent}/{env_name}/{split}/{}{pos}]", eval::NAME, test_plans::variant_name(*variant));
-                            out.push(draft(eval::NAME, eval::VERSION, label, w.config(), plans_node.into_iter().collect(), Work::Eval(w)));
+                            b.push(draft(eval::NAME, eval::VERSION, label, w.config(), inputs, Work::Eval(w)));
                         }
                     }
                 }
@@ -187,15 +434,15 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
         }
     }
 
-    if out.is_empty() {
+    if b.out.is_empty() {
         // Nothing else asked: the expert of each env (useful to inspect a world).
         for (name, env) in &spec.envs {
             if matches!(env, EnvSpec::Builtin(_)) {
-                out.push(expert::draft(name, env, spec)?);
+                b.out.push(expert::draft(name, env, spec)?);
             }
         }
     }
-    Ok(out)
+    Ok(b.out)
 }
 
 fn family_name(env: &EnvSpec) -> &'static str {
@@ -222,7 +469,7 @@ pub fn item_keys(node: &Node, plan: &Plan, store: &Store) -> Result<Option<Vec<S
             Some(dir) => Some(w.item_keys(&common::read_jsonl(&dir.join("plans.jsonl"))?)?),
             None => None,
         },
-        Work::Pairs(_) => Some(vec![]),
+        Work::Pairs(_) | Work::Init(_) | Work::AgentSft(_) | Work::PlannerTrain(_) => Some(vec![]),
         Work::Eval(w) => match w.planner {
             PlannerVariant::None => Some(w.item_keys(None)?),
             _ => match input_dir(0) {
@@ -243,6 +490,13 @@ pub async fn run(ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> 
         Work::Pairs(w) => pairs::run(w, ctx, writer).await,
         Work::TestPlans(w) => test_plans::run(w, ctx, writer).await,
         Work::Eval(w) => eval::run(w, ctx, writer).await,
+        Work::Init(w) => train_stages::run_init(w, ctx, writer).await,
+        Work::AgentSft(w) => train_stages::run_agent_sft(w, ctx, writer).await,
+        Work::PlannerTrain(w) => match ctx.node.stage {
+            train_stages::SFT => train_stages::run_sft(w, ctx, writer).await,
+            train_stages::RFT => train_stages::run_rft(w, ctx, writer).await,
+            _ => train_stages::run_dpo(w, ctx, writer).await,
+        },
     }
 }
 

@@ -7,7 +7,8 @@
 //! plan of every task that has a pair (ties skipped the same way).
 //!
 //! - In: an `mc_rollouts` artifact (`scored.jsonl`).
-//! - Out: `pairs.parquet`, `pairs.jsonl`, `rft.jsonl`, `summary.json`
+//! - Out: `pairs.parquet`, `pairs.jsonl`, `rft.jsonl`, `train.jsonl` (goal,
+//!   chosen, rejected: what `rft`/`dpo` read), `summary.json`
 //!   (tasks, pairs, skipped), and `datasets/` in the formats external
 //!   trainers read: TRL (`prompt`/`chosen`/`rejected` JSONL) and
 //!   LLaMA-Factory (sharegpt, `ranking: true` for DPO) with
@@ -27,7 +28,7 @@ use crate::store::table::{self, Col, ColType};
 use crate::store::ArtifactWriter;
 
 pub const NAME: &str = "pairs";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Columns of `pairs.parquet` (DESIGN.md §4).
 pub const PAIRS: &[Col] = &[
@@ -142,6 +143,18 @@ pub async fn run(w: &PairsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Resul
     let prompts = prompt_set(&w.prompts, family)?;
     let goal: BTreeMap<&str, &str> = scored.iter().map(|s| (s.plan.task.task_id.as_str(), s.plan.goal.as_str())).collect();
     let prompt_of = |task: &str| prompts.planner_prompt(goal.get(task).copied().unwrap_or(""));
+    // What the in-process `rft` and `dpo` stages read.
+    let train: Vec<super::train_stages::PreferenceLine> = sel
+        .pairs
+        .iter()
+        .map(|p| super::train_stages::PreferenceLine {
+            task_id: p.task_id.clone(),
+            goal: goal.get(p.task_id.as_str()).copied().unwrap_or("").to_string(),
+            chosen: p.chosen.clone(),
+            rejected: p.rejected.clone(),
+        })
+        .collect();
+    write_jsonl(&writer.path("train.jsonl"), &train)?;
     export_datasets(writer, &sel, &prompt_of)?;
     Ok(StageOutput::new(0, 0).table("pairs", n).file("rft.jsonl", rft.len()))
 }

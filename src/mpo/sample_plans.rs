@@ -20,7 +20,7 @@ use super::common::{derive_seed, write_jsonl, planner_goal, planner_setup, promp
 use crate::env::TaskInfo;
 use crate::exec::{NodeCtx, StageOutput};
 use crate::plan::short_hash;
-use crate::spec::{EnvSpec, ModelSpec};
+use crate::spec::EnvSpec;
 use crate::store::ArtifactWriter;
 
 pub const NAME: &str = "sample_plans";
@@ -30,8 +30,7 @@ pub const VERSION: u32 = 1;
 pub struct SamplePlansWork {
     pub env_name: String,
     pub env: EnvSpec,
-    pub model_name: String,
-    pub model: ModelSpec,
+    pub model: super::models::ModelRef,
     pub prompts: String,
     pub tasks: usize,
     pub m: u32,
@@ -57,7 +56,7 @@ impl SamplePlansWork {
         serde_json::json!({
             "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
             "env_name": self.env_name,
-            "model": self.model,
+            "model": self.model.config(),
             "prompts": self.prompts,
             "tasks": self.tasks,
             "m": self.m,
@@ -79,7 +78,7 @@ impl SamplePlansWork {
     fn item_key(&self, prompt_id: &str, task_id: &str, i: u32) -> String {
         short_hash(
             &serde_json::json!({
-                "stage": NAME, "version": VERSION, "model": self.model, "prompts": prompt_id,
+                "stage": NAME, "version": VERSION, "model": self.model.identity(), "prompts": prompt_id,
                 "task": task_id, "temperature": self.temperature, "max_tokens": self.max_tokens,
                 "seed": self.sample_seed(task_id, i), "sample": i,
             })
@@ -102,7 +101,7 @@ impl SamplePlansWork {
 }
 
 pub async fn run(w: &SamplePlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    let (env, model, prompts, pid) = planner_setup(ctx, &w.env, &w.model_name, &w.model, &w.prompts).await?;
+    let (env, model, prompts, pid) = planner_setup(ctx, &w.env, &w.model, &w.prompts).await?;
     let mut items = Vec::new();
     for task in w.tasks()? {
         let text = planner_goal(env.as_ref(), &task).await?;

@@ -19,7 +19,7 @@ use super::common::{read_jsonl, write_jsonl};
 use crate::env::TaskInfo;
 use crate::exec::{NodeCtx, StageOutput};
 use crate::plan::short_hash;
-use crate::spec::{EnvSpec, ModelSpec, PlannerVariant};
+use crate::spec::{EnvSpec, PlannerVariant};
 use crate::store::table::{self, PlanRow, PLANS};
 use crate::store::ArtifactWriter;
 
@@ -33,8 +33,7 @@ pub struct TestPlansWork {
     pub env: EnvSpec,
     pub split: String,
     pub tasks: Option<usize>,
-    pub model_name: String,
-    pub model: ModelSpec,
+    pub model: super::models::ModelRef,
     pub prompts: String,
     pub max_tokens: u32,
 }
@@ -64,7 +63,7 @@ impl TestPlansWork {
             "env_name": self.env_name,
             "split": self.split,
             "tasks": self.tasks,
-            "model": self.model,
+            "model": self.model.config(),
             "prompts": self.prompts,
             "max_tokens": self.max_tokens,
         })
@@ -77,7 +76,7 @@ impl TestPlansWork {
     fn item_key(&self, pid: &str, task_id: &str) -> String {
         short_hash(
             &serde_json::json!({
-                "stage": NAME, "version": VERSION, "model": self.model, "prompts": pid,
+                "stage": NAME, "version": VERSION, "model": self.model.identity(), "prompts": pid,
                 "task": task_id, "temperature": 0.0, "max_tokens": self.max_tokens,
             })
             .to_string(),
@@ -92,7 +91,7 @@ impl TestPlansWork {
 }
 
 pub async fn run(w: &TestPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    let (env, model, prompts, pid) = planner_setup(ctx, &w.env, &w.model_name, &w.model, &w.prompts).await?;
+    let (env, model, prompts, pid) = planner_setup(ctx, &w.env, &w.model, &w.prompts).await?;
     let mut items = Vec::new();
     for task in w.tasks()? {
         let goal = planner_goal(env.as_ref(), &task).await?;

@@ -114,6 +114,8 @@ impl Plan {
                 let input_keys: Vec<String> =
                     inputs.iter().map(|&i| plan.nodes[i].key.clone()).collect();
                 let key = cache_key(d.stage, d.version, &d.config, &input_keys);
+                let mut work = d.work;
+                work.bind(&input_keys);
                 let id = match by_key.get(&key) {
                     Some(&id) => id,
                     None => {
@@ -127,7 +129,7 @@ impl Plan {
                             inputs,
                             key: key.clone(),
                             variants: vec![],
-                            work: d.work,
+                            work,
                         });
                         by_key.insert(key, id);
                         id

@@ -39,6 +39,14 @@ pub struct Spec {
     pub planner: Option<PlannerSpec>,
     #[serde(default)]
     pub mpo: MpoSpec,
+    /// Agents fine-tuned on expert trajectories before they are used
+    /// (stage `agent_sft`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_sft: Option<AgentSftSpec>,
+    /// Hyper-parameters of the trainings (`[train.sft]`, `[train.dpo]`,
+    /// `[train.rft]`, `[train.agent_sft]`).
+    #[serde(default)]
+    pub train: TrainSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalSpec>,
     #[serde(default)]
@@ -192,12 +200,17 @@ pub struct PlannerSpec {
     /// Attempts per task when an LLM teacher's reply cannot be parsed.
     #[serde(default = "default_teacher_attempts")]
     pub teacher_attempts: u32,
-    /// The SFT planner that samples plans (a model name): an already
-    /// fine-tuned planner, a local Hugging Face directory or a served model.
-    /// (Fine-tuning it in-process on the seed plans comes with the `sft`
-    /// stage.)
+    /// The planner (a model name). A `kind = "local"` model is the base
+    /// that the `sft` stage fine-tunes on the seed plans (then `dpo`/`rft`
+    /// train from that); a served (`openai`) model is used as an already
+    /// fine-tuned SFT planner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// A Hugging Face directory of an already fine-tuned SFT planner: it
+    /// replaces the `sft` stage (`planner.model` then only gives sampling
+    /// settings and must be `kind = "local"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
     /// A strong model prompted as planner (Table 3's "GPT" row, planner
     /// variant `prompted`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -223,6 +236,52 @@ fn default_flaw_rate() -> f64 {
 }
 fn default_teacher_attempts() -> u32 {
     3
+}
+
+/// `[agent_sft]`: agents trained on expert trajectories (AgentTuning-style
+/// SFT, loss on the assistant turns) before every use.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSftSpec {
+    /// Local models (names in `[models]`) that are fine-tuned.
+    pub models: Vec<String>,
+    /// The env whose expert trajectories are the data (default: the
+    /// planner's env, else the only env).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Train tasks used (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<usize>,
+    /// Share of trajectories shown with their task's seed plan inserted (at
+    /// `mpo.insertion`), so that the agent learns to read plans; 0 = the
+    /// paper's plain agent SFT.
+    #[serde(default)]
+    pub plan_share: f64,
+}
+
+/// `[train]`: one table per training stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    #[serde(default)]
+    pub sft: crate::train::TrainConfig,
+    #[serde(default = "crate::train::TrainConfig::dpo_default")]
+    pub dpo: crate::train::TrainConfig,
+    #[serde(default)]
+    pub rft: crate::train::TrainConfig,
+    #[serde(default)]
+    pub agent_sft: crate::train::TrainConfig,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        Self {
+            sft: Default::default(),
+            dpo: crate::train::TrainConfig::dpo_default(),
+            rft: Default::default(),
+            agent_sft: Default::default(),
+        }
+    }
 }
 
 /// `[mpo]`: the method's hyper-parameters (paper §4: M = N = 5, β = 0.1,

@@ -163,6 +163,41 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
             ));
         }
     }
+    if let Some(a) = &spec.agent_sft {
+        if a.models.is_empty() {
+            e.bad("agent_sft.models", "[]".into(), "name at least one `kind = \"local\"` model");
+        }
+        for (i, m) in a.models.iter().enumerate() {
+            match spec.models.get(m) {
+                None => e.unknown(&format!("agent_sft.models[{i}]"), m, &model_names, "model"),
+                Some(ModelSpec::Openai(_)) => e.bad(
+                    &format!("agent_sft.models[{i}]"),
+                    format!("\"{m}\""),
+                    "is a served (`openai`) model; only `kind = \"local\"` models are trained in-process",
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Some(env) = &a.env {
+            if !spec.envs.contains_key(env) {
+                e.unknown("agent_sft.env", env, &env_names, "env");
+            }
+        }
+        if !(0.0..=1.0).contains(&a.plan_share) {
+            e.bad("agent_sft.plan_share", a.plan_share.to_string(), "must be between 0 and 1");
+        }
+        if a.plan_share > 0.0 && spec.planner.is_none() {
+            e.bad("agent_sft.plan_share", a.plan_share.to_string(), "needs seed plans: add a `[planner]` table");
+        }
+        if a.tasks == Some(0) {
+            e.bad("agent_sft.tasks", "0".into(), "must be >= 1");
+        }
+    }
+    for (name, cfg) in [("sft", &spec.train.sft), ("dpo", &spec.train.dpo), ("rft", &spec.train.rft), ("agent_sft", &spec.train.agent_sft)] {
+        if let Err(err) = cfg.validate() {
+            e.push(format!("`train.{name}` in {}: {err}", source(&format!("train.{name}"))));
+        }
+    }
     if let Some(explorer) = &spec.mpo.explorer {
         if !spec.models.contains_key(explorer) {
             e.unknown("mpo.explorer", explorer, &model_names, "model");

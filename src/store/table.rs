@@ -95,6 +95,22 @@ pub const JUDGE: &[Col] = &[
     col("attempts", U64),
 ];
 
+/// One optimizer step of a training stage (`sft`, `dpo`, `rft`,
+/// `agent_sft`); the DPO columns are null for the others.
+pub const TRAIN_LOG: &[Col] = &[
+    col("stage", Str),
+    col("step", U64),
+    col("epoch", F64),
+    col("loss", F64),
+    col("lr", F64),
+    col("grad_norm", F64),
+    col("tokens_per_s", F64),
+    opt("reward_accuracy", F64),
+    opt("chosen_reward", F64),
+    opt("rejected_reward", F64),
+    opt("margin", F64),
+];
+
 /// An episode row (see [`EPISODES`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpisodeRow {

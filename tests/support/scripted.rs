@@ -31,7 +31,12 @@ fn expert_index() -> &'static HashMap<String, Trajectory> {
 /// The task text of an agent conversation (without an inserted plan).
 pub fn task_of(messages: &[Message]) -> Option<String> {
     let first = messages.iter().find(|m| m.role == Role::User)?;
-    let rest = first.content.split_once(TURN_MARK)?.1;
+    // Released prompts mark the task; compact ones put it after the
+    // instruction's paragraph.
+    let rest = match first.content.split_once(TURN_MARK) {
+        Some((_, r)) => r,
+        None => first.content.split_once("\n\n")?.1,
+    };
     Some(rest.split("\n\nThis workflow maybe helpful").next().unwrap_or(rest).to_string())
 }
 
