@@ -174,3 +174,35 @@ fn shards_compute_disjoint_items_and_a_plain_run_assembles_them() {
     let bad = ctx.run(&["small.toml", "--shard", "2/2"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// The paper's Figure 5 sweep (M and N from 1 to 5): the seed set and the
+/// SFT planner are shared by all variants, sampled plans by the N variants,
+/// and every variant's plans are items of the M = 5 run.
+#[test]
+fn dry_run_of_figure5_shows_the_shared_prefix_and_per_variant_nodes() {
+    let ctx = TestContext::new();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    for f in ["paper.toml", "figure5.toml"] {
+        std::fs::copy(root.join(f), ctx.path(f)).unwrap();
+    }
+    let out = ctx.run(&["--dry-run", "figure5.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = ctx.snapshot_text(&out);
+    assert!(text.contains("(3321 of them also in an earlier stage: computed once)"));
+    insta::assert_snapshot!(text);
+}
+
+/// Every spec in experiments/ loads, validates and plans.
+#[test]
+fn every_committed_experiment_plans() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let ctx = TestContext::new();
+    for e in std::fs::read_dir(&root).unwrap().flatten() {
+        std::fs::copy(e.path(), ctx.path(&e.file_name().to_string_lossy())).unwrap();
+    }
+    for e in std::fs::read_dir(&root).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let out = ctx.run(&["--dry-run", &name]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+    }
+}

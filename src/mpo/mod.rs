@@ -49,6 +49,7 @@ pub enum Work {
     TestPlans(test_plans::TestPlansWork),
     Eval(eval::EvalWork),
     Init(train_stages::InitWork),
+    SeedFile(seed_plans::SeedFileWork),
     AgentSft(train_stages::AgentSftWork),
     /// `sft`, `rft` or `dpo` (the node's stage says which).
     PlannerTrain(train_stages::PlannerTrainWork),
@@ -117,6 +118,11 @@ impl<'a> Builder<'a> {
         }
         let planner = self.spec.planner.as_ref().ok_or_else(|| anyhow::anyhow!("seed plans need a `[planner]` table"))?;
         let env_name = self.planner_env.clone().unwrap_or_default();
+        if let Some(path) = &planner.seed_set {
+            let i = self.push(seed_plans::file_draft(&env_name, path));
+            self.seeds = Some(i);
+            return Ok(i);
+        }
         let expert = self.expert(&env_name)?;
         let env = self.env(&env_name)?;
         let i = self.push(seed_plans::draft(&env_name, env, self.spec, planner, expert)?);
@@ -469,7 +475,7 @@ pub fn item_keys(node: &Node, plan: &Plan, store: &Store) -> Result<Option<Vec<S
             Some(dir) => Some(w.item_keys(&common::read_jsonl(&dir.join("plans.jsonl"))?)?),
             None => None,
         },
-        Work::Pairs(_) | Work::Init(_) | Work::AgentSft(_) | Work::PlannerTrain(_) => Some(vec![]),
+        Work::Pairs(_) | Work::Init(_) | Work::SeedFile(_) | Work::AgentSft(_) | Work::PlannerTrain(_) => Some(vec![]),
         Work::Eval(w) => match w.planner {
             PlannerVariant::None => Some(w.item_keys(None)?),
             _ => match input_dir(0) {
@@ -478,6 +484,18 @@ pub fn item_keys(node: &Node, plan: &Plan, store: &Store) -> Result<Option<Vec<S
             },
         },
     })
+}
+
+/// For stages that are one job rather than memoised items, what `--dry-run`
+/// says instead of item counts.
+pub fn whole_stage(work: &Work) -> Option<&'static str> {
+    match work {
+        Work::Pairs(_) => Some("one job (reads its input)"),
+        Work::Init(_) => Some("one job (tokenizer and weights from the seed)"),
+        Work::AgentSft(_) | Work::PlannerTrain(_) => Some("one training (checkpointed with `save_every`)"),
+        Work::SeedFile(_) => Some("one job (reads `planner.seed_set`)"),
+        _ => None,
+    }
 }
 
 /// Runs one node, writing its files into `writer`.
@@ -491,6 +509,7 @@ pub async fn run(ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> 
         Work::TestPlans(w) => test_plans::run(w, ctx, writer).await,
         Work::Eval(w) => eval::run(w, ctx, writer).await,
         Work::Init(w) => train_stages::run_init(w, ctx, writer).await,
+        Work::SeedFile(w) => seed_plans::run_file(w, writer).await,
         Work::AgentSft(w) => train_stages::run_agent_sft(w, ctx, writer).await,
         Work::PlannerTrain(w) => match ctx.node.stage {
             train_stages::SFT => train_stages::run_sft(w, ctx, writer).await,

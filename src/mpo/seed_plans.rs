@@ -266,3 +266,47 @@ mod tests {
         assert_eq!(parse_meta_plan(""), None);
     }
 }
+
+/// A seed set read from a file (`planner.seed_set`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SeedFileWork {
+    pub path: String,
+    /// Content hash at plan time (`missing` if the file is absent).
+    pub hash: String,
+}
+
+pub fn file_draft(env_name: &str, path: &str) -> Draft {
+    let hash = std::fs::read(path).map(|b| blake3::hash(&b).to_hex()[..20].to_string()).unwrap_or_else(|_| "missing".into());
+    let work = SeedFileWork { path: path.to_string(), hash: hash.clone() };
+    Draft {
+        stage: NAME,
+        version: VERSION,
+        label: format!("{NAME}[{env_name}/file]"),
+        config: serde_json::json!({ "seed_set_file": hash }),
+        inputs: vec![],
+        work: super::Work::SeedFile(work),
+    }
+}
+
+pub async fn run_file(w: &SeedFileWork, writer: &ArtifactWriter) -> Result<StageOutput> {
+    let text = std::fs::read_to_string(&w.path).map_err(|e| anyhow!("`planner.seed_set` = \"{}\": cannot read it: {e}", w.path))?;
+    if blake3::hash(text.as_bytes()).to_hex()[..20] != w.hash {
+        return Err(anyhow!("`planner.seed_set` = \"{}\" changed since the plan was made; run again", w.path));
+    }
+    let mut seeds = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let s: SeedPlan = serde_json::from_str(line)
+            .map_err(|e| anyhow!("`{}` line {}: {e}; each line must be {{\"task_id\", \"task\", \"plan\"}}", w.path, i + 1))?;
+        if s.plan.trim().is_empty() {
+            return Err(anyhow!("`{}` line {}: empty plan", w.path, i + 1));
+        }
+        seeds.push(s);
+    }
+    write_jsonl(&writer.path("seed_set.jsonl"), &seeds)?;
+    let rows: Vec<PlanRow> = seeds
+        .iter()
+        .map(|s| PlanRow { task_id: s.task_id.clone(), planner: "seed".into(), sample: 0, text: s.plan.clone(), q: None, n: None })
+        .collect();
+    let n = table::write_rows(&writer.path("plans.parquet"), PLANS, &rows)?;
+    Ok(StageOutput::new(0, seeds.len()).table("plans", n).file("seed_set.jsonl", seeds.len()))
+}

@@ -276,6 +276,9 @@ pub fn render(plan: &Plan, store: &Store, force: &[String]) -> Result<String> {
     let mut out = String::new();
     let mut cached = 0;
     let mut lines = Vec::new();
+    // Item keys of earlier nodes, per journal: a sweep's variants share
+    // items (M = 3 reuses the plans of M = 5).
+    let mut seen: HashMap<String, std::collections::HashSet<String>> = HashMap::new();
     for n in &plan.nodes {
         let forced = force.iter().any(|s| s == n.stage);
         let done = store.is_done(n.stage, &n.key) && !forced;
@@ -296,13 +299,30 @@ pub fn render(plan: &Plan, store: &Store, force: &[String]) -> Result<String> {
                 n.inputs.iter().map(|&i| format!("`{}`", plan.nodes[i].label)).collect::<Vec<_>>().join(", ")
             )
         };
-        let item_text = match &items {
-            None => "items known once its inputs exist".to_string(),
-            Some(items) if done => format!("{} items", items.len()),
-            Some(items) => {
-                let journal = store.journal(crate::exec::journal_namespace(n.stage))?;
-                let cached = if forced { 0 } else { items.iter().filter(|k| journal.get(k).is_some()).count() };
-                format!("{} items: {} cached, {} to run", items.len(), cached, items.len() - cached)
+        let namespace = crate::exec::journal_namespace(n.stage);
+        let item_text = match (mpo::whole_stage(&n.work), &items) {
+            (Some(what), _) => what.to_string(),
+            (None, None) => "items known once its inputs exist".to_string(),
+            (None, Some(items)) if done => {
+                seen.entry(namespace.to_string()).or_default().extend(items.iter().cloned());
+                format!("{} items", items.len())
+            }
+            (None, Some(items)) => {
+                let journal = store.journal(namespace)?;
+                let earlier = seen.entry(namespace.to_string()).or_default();
+                let mut cached = 0;
+                let mut shared = 0;
+                for k in items {
+                    if !forced && journal.get(k).is_some() {
+                        cached += 1;
+                    } else if earlier.contains(k) {
+                        shared += 1;
+                    }
+                }
+                earlier.extend(items.iter().cloned());
+                let to_run = items.len() - cached;
+                let shared = if shared > 0 { format!(" ({shared} of them also in an earlier stage: computed once)") } else { String::new() };
+                format!("{} items: {cached} cached, {to_run} to run{shared}", items.len())
             }
         };
         lines.push(format!("  {} `{}` [{}]\n      {}; {}{}", n.id + 1, n.label, n.key, state, item_text, inputs));

@@ -194,6 +194,12 @@ pub struct PlannerSpec {
     /// Fraction of deliberately flawed seed plans (rule teacher only).
     #[serde(default = "default_flaw_rate")]
     pub flaw_rate: f64,
+    /// A seed set made elsewhere (JSONL lines `{"task_id", "task", "plan"}`,
+    /// `task` being the goal the planner is given, e.g. the MPO release's
+    /// SFT data): replaces the `expert` and teacher stages, for
+    /// environments without an expert.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_set: Option<String>,
     /// Seed plans for the first K train tasks only (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed_tasks: Option<usize>,
@@ -418,4 +424,7 @@ pub enum SweepMode {
     /// Vary one key at a time, the others at their base value (Figure 5).
     #[default]
     OneAtATime,
+    /// The i-th value of every key together (all lists of one length): one
+    /// variant per position, e.g. one planner per environment (Table 2).
+    Zip,
 }

@@ -45,6 +45,20 @@ pub fn expand(path: &Path, opts: &LoadOptions) -> Result<Vec<Variant>, SpecError
             }
             out
         }
+        SweepMode::Zip => {
+            let lens: Vec<usize> = sweep.vary.values().map(Vec::len).collect();
+            if lens.windows(2).any(|w| w[0] != w[1]) {
+                let shown: Vec<String> = sweep.vary.iter().map(|(k, v)| format!("`{k}` has {}", v.len())).collect();
+                return Err(SpecError::new(format!(
+                    "`sweep.vary` in {}: mode `zip` needs lists of one length; {}",
+                    path.display(),
+                    shown.join(", ")
+                )));
+            }
+            (0..lens.first().copied().unwrap_or(0))
+                .map(|i| sweep.vary.iter().map(|(k, v)| (k.clone(), v[i].clone())).collect())
+                .collect()
+        }
         SweepMode::Grid => {
             let mut out: Vec<Vec<(String, toml::Value)>> = vec![vec![]];
             for (key, values) in &sweep.vary {

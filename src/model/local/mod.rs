@@ -121,7 +121,13 @@ impl LocalModelConfig {
         if let Some(init) = &self.init {
             init.validate()?;
         }
-        parse_device(&self.device)?;
+        // Syntax only: a spec naming `cuda` is valid on a CPU-only build
+        // (dry runs, planning); loading the model says what is missing.
+        match self.device.as_str() {
+            "cpu" | "flex" | "cuda" => {}
+            n if n.strip_prefix("cuda:").is_some_and(|i| i.parse::<usize>().is_ok()) => {}
+            other => return Err(format!("unknown device `{other}` (cpu, cuda, cuda:N)")),
+        }
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
             return Err(format!("temperature must be >= 0, got {}", self.temperature));
         }
