@@ -296,6 +296,9 @@ fn the_index_links_every_table_and_figure() {
     assert!(md.contains(concat!("mpo-run ", env!("CARGO_PKG_VERSION"))));
     assert!(md.contains("episodes.parquet` | "));
     assert!(md.contains("judge.parquet` | 40 |"));
+    // The plain-language findings, as a reader sees them.
+    let findings = md.split("## Findings").nth(1).expect("a findings section").split("## Episodes").next().unwrap();
+    insta::assert_snapshot!(findings);
 }
 
 /// The CLI's path: a spec with a sweep → plan → `report::write`, with the

@@ -376,3 +376,110 @@ mod tests {
         assert!(rows.iter().all(|r| r.verdict == "failed" && r.reason.contains("no JSON object")));
     }
 }
+
+/// Stage `judge` (one per evaluated env and split): the judge model
+/// compares the `mpo` and `sft` test plan of every task.
+///
+/// - In: `test_plans` of `mpo` (input 0) and of `sft` (input 1); the judge
+///   model (`judge.model`).
+/// - Out: `judge.parquet` ([`JUDGE`]: one row per task and dimension) and
+///   `replies.jsonl` (every reply, for auditing).
+/// - Items: one per task, keyed by the judge's identity, both plans, the
+///   seed and `attempts`.
+pub mod stage {
+    use anyhow::Result;
+    use serde::{Deserialize, Serialize};
+
+    use super::{judge_task, JudgeTask};
+    use crate::exec::{NodeCtx, StageOutput};
+    use crate::mpo::common::{planner_goal, write_jsonl};
+    use crate::mpo::models::ModelRef;
+    use crate::mpo::test_plans::read_plans;
+    use crate::plan::short_hash;
+    use crate::spec::EnvSpec;
+    use crate::store::table::{self, JudgeRow, JUDGE};
+    use crate::store::ArtifactWriter;
+
+    pub const NAME: &str = "judge";
+    pub const VERSION: u32 = 1;
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct JudgeWork {
+        pub model: ModelRef,
+        pub env_name: String,
+        pub env: EnvSpec,
+        pub split: String,
+        pub tasks: Option<usize>,
+        pub attempts: u32,
+        pub seed: u64,
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    struct Item {
+        rows: Vec<JudgeRow>,
+        replies: Vec<String>,
+    }
+
+    impl JudgeWork {
+        pub fn config(&self) -> serde_json::Value {
+            serde_json::json!({
+                "model": self.model.config(),
+                "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+                "env_name": self.env_name, "split": self.split, "tasks": self.tasks,
+                "attempts": self.attempts, "seed": self.seed,
+            })
+        }
+
+        fn item_key(&self, task_id: &str, mpo: &str, sft: &str) -> String {
+            short_hash(
+                &serde_json::json!({
+                    "stage": NAME, "version": VERSION, "judge": self.model.identity(), "task": task_id,
+                    "mpo": mpo, "sft": sft, "seed": self.seed, "attempts": self.attempts,
+                })
+                .to_string(),
+            )
+        }
+    }
+
+    pub async fn run(w: &JudgeWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        let mpo = read_plans(&ctx.inputs[0].1)?;
+        let sft = read_plans(&ctx.inputs[1].1)?;
+        let env = ctx.envs.get(&w.env).await?;
+        let model = w.model.resolve(ctx).await?;
+        let judge_id = format!("{}", w.model.name);
+        let mut items = Vec::new();
+        for t in env.tasks(&w.split, w.tasks)? {
+            let (Some(m), Some(s)) = (mpo.get(&t.task_id), sft.get(&t.task_id)) else {
+                anyhow::bail!("task `{}` lacks an mpo or sft test plan", t.task_id);
+            };
+            let description = planner_goal(env.as_ref(), &t).await?;
+            items.push((w.item_key(&t.task_id, m, s), (JudgeTask { task_id: t.task_id.clone(), description }, m.clone(), s.clone())));
+        }
+        let (seed, attempts) = (w.seed, w.attempts);
+        let results = ctx
+            .run_items(items, 64, move |(task, m, s): (JudgeTask, String, String)| {
+                let (model, judge_id) = (model.clone(), judge_id.clone());
+                async move {
+                    let out = judge_task(model, &task, &m, &s, seed, attempts).await;
+                    Ok(serde_json::to_value(Item { rows: out.rows(&judge_id), replies: out.replies })?)
+                }
+            })
+            .await?;
+        let mut rows = Vec::new();
+        let mut replies = Vec::new();
+        for v in &results.values {
+            let item: Item = serde_json::from_value(v.clone())?;
+            if let Some(r) = item.rows.first() {
+                replies.push(serde_json::json!({ "task_id": r.task_id, "replies": item.replies }));
+            }
+            rows.extend(item.rows);
+        }
+        let failed = rows.iter().filter(|r| r.verdict == "failed").count() / super::DIMENSIONS.len();
+        if failed > 0 {
+            tracing::warn!("judge: no readable verdict for {failed} of {} tasks (rows with verdict `failed`)", results.values.len());
+        }
+        let n = table::write_rows(&writer.path("judge.parquet"), JUDGE, &rows)?;
+        write_jsonl(&writer.path("replies.jsonl"), &replies)?;
+        Ok(StageOutput::new(results.reused, results.computed).table("judge", n).file("replies.jsonl", replies.len()))
+    }
+}

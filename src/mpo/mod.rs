@@ -22,6 +22,7 @@ use crate::plan::{Draft, Node, Plan};
 use crate::spec::{EnvSpec, Insertion, ModelSpec, PlannerVariant, Spec};
 use crate::store::{ArtifactWriter, Store};
 
+pub mod baseline;
 pub mod common;
 pub mod eval;
 pub mod expert;
@@ -50,6 +51,8 @@ pub enum Work {
     Eval(eval::EvalWork),
     Init(train_stages::InitWork),
     SeedFile(seed_plans::SeedFileWork),
+    Judge(judge::stage::JudgeWork),
+    Baseline(baseline::BaselineWork),
     AgentSft(train_stages::AgentSftWork),
     /// `sft`, `rft` or `dpo` (the node's stage says which).
     PlannerTrain(train_stages::PlannerTrainWork),
@@ -64,6 +67,7 @@ impl Work {
             Work::McRollouts(w) => w.explorer.bind(input_keys),
             Work::TestPlans(w) => w.model.bind(input_keys),
             Work::Eval(w) => w.agent.bind(input_keys),
+            Work::Judge(w) => w.model.bind(input_keys),
             Work::AgentSft(w) => w.base.bind(input_keys),
             Work::PlannerTrain(w) => w.base.bind(input_keys),
             _ => {}
@@ -193,6 +197,8 @@ impl<'a> Builder<'a> {
                     insertion: self.spec.mpo.insertion,
                     train: self.spec.train.agent_sft.clone(),
                     seed: self.spec.experiment.seed,
+                    thoughts: a.thoughts,
+                    demonstrations: a.demonstrations.clone(),
                     seed_input,
                 };
                 let label = format!("{}[{name}]", train_stages::AGENT_SFT);
@@ -360,10 +366,23 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
         planner_state = state;
     }
 
+    let mut test_plan_nodes: BTreeMap<(String, String, PlannerVariant), usize> = BTreeMap::new();
     if let Some(ev) = &spec.eval {
         for env_name in &ev.envs {
             let env = spec.envs.get(env_name).ok_or_else(|| anyhow::anyhow!("env `{env_name}` is not declared"))?;
             for split in &ev.splits {
+                if ev.random_baseline > 0 && matches!(env, EnvSpec::Builtin(_)) {
+                    let w = baseline::BaselineWork {
+                        env_name: env_name.clone(),
+                        env: env.clone(),
+                        split: split.clone(),
+                        tasks: ev.tasks.or_else(|| env.task_count(split)),
+                        episodes_per_task: ev.random_baseline,
+                        seed,
+                    };
+                    let label = format!("{}[random/{env_name}/{split}]", baseline::NAME);
+                    b.push(draft(baseline::NAME, baseline::VERSION, label, w.config(), vec![], Work::Baseline(w)));
+                }
                 for variant in &ev.planners {
                     let plans_node = match variant {
                         PlannerVariant::None => None,
@@ -406,7 +425,9 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
                                 max_tokens: spec.planner.as_ref().map_or(512, |p| p.max_tokens),
                             };
                             let label = format!("{}[{vname}/{env_name}/{split}]", test_plans::NAME);
-                            Some(b.push(draft(test_plans::NAME, test_plans::VERSION, label, w.config(), inputs, Work::TestPlans(w))))
+                            let node = b.push(draft(test_plans::NAME, test_plans::VERSION, label, w.config(), inputs, Work::TestPlans(w)));
+                            test_plan_nodes.insert((env_name.clone(), split.clone(), *v), node);
+                            Some(node)
                         }
                     };
                     let insertions: Vec<Insertion> =
@@ -436,6 +457,31 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    if let (Some(j), Some(ev)) = (&spec.judge, &spec.eval) {
+        for env_name in &ev.envs {
+            let env = b.env(env_name)?.clone();
+            for split in &ev.splits {
+                let key = |v| (env_name.clone(), split.clone(), v);
+                let (Some(&mpo), Some(&sft)) = (test_plan_nodes.get(&key(PlannerVariant::Mpo)), test_plan_nodes.get(&key(PlannerVariant::Sft))) else {
+                    continue;
+                };
+                let mut inputs = vec![mpo, sft];
+                let model_ref = b.use_model(&j.model, &mut inputs)?;
+                let w = judge::stage::JudgeWork {
+                    model: model_ref,
+                    env_name: env_name.clone(),
+                    tasks: j.tasks.or(ev.tasks).or_else(|| env.task_count(split)),
+                    env: env.clone(),
+                    split: split.clone(),
+                    attempts: j.attempts,
+                    seed,
+                };
+                let label = format!("{}[{env_name}/{split}]", judge::stage::NAME);
+                b.push(draft(judge::stage::NAME, judge::stage::VERSION, label, w.config(), inputs, Work::Judge(w)));
             }
         }
     }
@@ -476,6 +522,8 @@ pub fn item_keys(node: &Node, plan: &Plan, store: &Store) -> Result<Option<Vec<S
             None => None,
         },
         Work::Pairs(_) | Work::Init(_) | Work::SeedFile(_) | Work::AgentSft(_) | Work::PlannerTrain(_) => Some(vec![]),
+        Work::Judge(_) => None,
+        Work::Baseline(_) => Some(vec![]),
         Work::Eval(w) => match w.planner {
             PlannerVariant::None => Some(w.item_keys(None)?),
             _ => match input_dir(0) {
@@ -494,6 +542,7 @@ pub fn whole_stage(work: &Work) -> Option<&'static str> {
         Work::Init(_) => Some("one job (tokenizer and weights from the seed)"),
         Work::AgentSft(_) | Work::PlannerTrain(_) => Some("one training (checkpointed with `save_every`)"),
         Work::SeedFile(_) => Some("one job (reads `planner.seed_set`)"),
+        Work::Baseline(_) => Some("one job (random admissible actions)"),
         _ => None,
     }
 }
@@ -510,6 +559,8 @@ pub async fn run(ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> 
         Work::Eval(w) => eval::run(w, ctx, writer).await,
         Work::Init(w) => train_stages::run_init(w, ctx, writer).await,
         Work::SeedFile(w) => seed_plans::run_file(w, writer).await,
+        Work::Judge(w) => judge::stage::run(w, ctx, writer).await,
+        Work::Baseline(w) => baseline::run(w, ctx, writer).await,
         Work::AgentSft(w) => train_stages::run_agent_sft(w, ctx, writer).await,
         Work::PlannerTrain(w) => match ctx.node.stage {
             train_stages::SFT => train_stages::run_sft(w, ctx, writer).await,

@@ -54,7 +54,7 @@ pub struct InitWork {
 
 impl InitWork {
     pub fn config(&self) -> serde_json::Value {
-        serde_json::json!({ "init": self.settings.init, "seed": self.seed, "prompts": self.prompts })
+        serde_json::json!({ "model": self.model_name, "init": self.settings.init, "seed": self.seed, "prompts": self.prompts })
     }
 }
 
@@ -70,6 +70,10 @@ pub struct AgentSftWork {
     pub insertion: Insertion,
     pub train: TrainConfig,
     pub seed: u64,
+    /// Keep the expert's thoughts.
+    pub thoughts: bool,
+    /// `expert` or `follower`.
+    pub demonstrations: String,
     /// Input index of `seed_plans` (when `plan_share > 0`).
     pub seed_input: Option<usize>,
 }
@@ -81,6 +85,7 @@ impl AgentSftWork {
             "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
             "prompts": self.prompts, "tasks": self.tasks, "plan_share": self.plan_share,
             "insertion": self.insertion, "train": self.train, "seed": self.seed,
+            "thoughts": self.thoughts, "demonstrations": self.demonstrations,
         })
     }
 }
@@ -145,7 +150,9 @@ fn corpus(ctx: &NodeCtx, w: &InitWork) -> Result<Vec<String>> {
 
 pub async fn run_init(w: &InitWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
     let texts = corpus(ctx, w)?;
-    let (settings, seed, dir) = (w.settings.clone(), w.seed, writer.path("model"));
+    // Each model its own draw, even when two share a shape.
+    let seed = super::common::derive_seed(w.seed, &[INIT, &w.model_name]);
+    let (settings, dir) = (w.settings.clone(), writer.path("model"));
     let n = texts.len();
     let stats = tokio::task::spawn_blocking(move || -> Result<serde_json::Value> {
         let model = init_model(&settings, &texts, seed)?;
@@ -223,12 +230,14 @@ pub fn agent_conversation(
     t: &Trajectory,
     plan: Option<&str>,
     insertion: Insertion,
+    thoughts: bool,
 ) -> Result<Vec<Message>> {
     let open = opening(prompts, icl_key, &t.initial_observation, plan, insertion)?;
     let mut messages = open.messages;
     let mut prefill = open.prefill;
     for (i, turn) in t.turns.iter().enumerate() {
-        let text = format!("{}{}", prefill.take().unwrap_or_default(), turn.assistant_text());
+        let said = if thoughts { turn.assistant_text() } else { format!("Action: {}", turn.action) };
+        let text = format!("{}{}", prefill.take().unwrap_or_default(), said);
         messages.push(Message::assistant(text));
         if i + 1 < t.turns.len() {
             messages.push(Message::user(observation_message(prompts, &turn.observation, plan, insertion, true)));
@@ -252,15 +261,32 @@ pub async fn run_agent_sft(w: &AgentSftWork, ctx: &NodeCtx, writer: &ArtifactWri
             .collect(),
         None => HashMap::new(),
     };
+    let max_steps = match &w.env {
+        EnvSpec::Builtin(b) => b.max_steps,
+        _ => 30,
+    };
     let mut examples = Vec::new();
-    for t in trajectories.iter().filter(|t| t.reward >= 1.0) {
+    let mut kept = 0usize;
+    for t in &trajectories {
         let Some(info) = infos.get(&t.task_id) else { continue };
         let with_plan = w.plan_share > 0.0
             && (super::common::derive_seed(w.seed, &[AGENT_SFT, &t.task_id]) as f64 / (u64::MAX >> 1) as f64) < w.plan_share;
         let plan = if with_plan { seeds.get(&t.task_id).map(String::as_str) } else { None };
-        let messages = agent_conversation(&prompts, &info.icl_key, t, plan, w.insertion)?;
+        let demo = if w.demonstrations == "follower" {
+            let game = crate::env::builtin::Game::from_task_id(&t.task_id)
+                .ok_or_else(|| anyhow!("agent_sft: `follower` demonstrations need the built-in world (task `{}`)", t.task_id))?;
+            crate::env::builtin::follower_trajectory(&game, plan, max_steps)
+        } else {
+            t.clone()
+        };
+        if demo.reward < 1.0 {
+            continue;
+        }
+        kept += 1;
+        let messages = agent_conversation(&prompts, &info.icl_key, &demo, plan, w.insertion, w.thoughts)?;
         examples.push(chat_example(&base.tokenizer, &messages).map_err(|e| anyhow!(e))?);
     }
+    tracing::info!("agent_sft: {kept} successful {} episodes of {} tasks", w.demonstrations, trajectories.len());
     if examples.is_empty() {
         bail!("agent_sft: no successful expert trajectory among the {} train tasks", w.tasks);
     }
@@ -301,7 +327,7 @@ pub async fn run_rft(w: &PlannerTrainWork, ctx: &NodeCtx, writer: &ArtifactWrite
     let prompts = prompt_set(&w.prompts, w.family)?;
     let lines: Vec<PreferenceLine> = read_jsonl(&ctx.inputs[0].1.join("train.jsonl"))?;
     if lines.is_empty() {
-        bail!("rft: the pairs stage found no task with a best plan (every task's plans scored the same)");
+        return unchanged(ctx, writer, &base, "no task has a best plan (every task's plans scored the same)");
     }
     let data: Vec<(String, String)> = lines.into_iter().map(|l| (l.goal, l.chosen)).collect();
     let examples = planner_examples(&base, &prompts, &data, w.train.max_len)?;
@@ -313,7 +339,7 @@ pub async fn run_dpo(w: &PlannerTrainWork, ctx: &NodeCtx, writer: &ArtifactWrite
     let prompts = prompt_set(&w.prompts, w.family)?;
     let lines: Vec<PreferenceLine> = read_jsonl(&ctx.inputs[0].1.join("train.jsonl"))?;
     if lines.is_empty() {
-        bail!("dpo: the pairs stage produced no preference pairs (every task's plans scored the same); raise M or N");
+        return unchanged(ctx, writer, &base, "no preference pairs (every task's plans scored the same, or M = 1)");
     }
     let mut pairs = Vec::new();
     for l in &lines {
@@ -354,6 +380,17 @@ pub async fn run_dpo(w: &PlannerTrainWork, ctx: &NodeCtx, writer: &ArtifactWrite
     let out = run_training(ctx, writer, base, obj, w.train.clone()).await?;
     let _ = std::fs::remove_file(&ref_path);
     Ok(out.file("reference_logps.jsonl", lines_out.len()))
+}
+
+/// With no data (no pairs), the trained planner is the SFT planner as it
+/// is: the model is saved unchanged, the log is empty and `note.json` says
+/// why (a sweep point with M = 1 has no pairs by construction).
+fn unchanged(ctx: &NodeCtx, writer: &ArtifactWriter, base: &LocalModel, why: &str) -> Result<StageOutput> {
+    tracing::warn!("`{}`: {why}; the model is the SFT planner unchanged", ctx.node.label);
+    base.save(&writer.path("model"))?;
+    writer.write_json("note.json", &serde_json::json!({ "trained": false, "reason": why }))?;
+    let n = table::write_rows::<TrainLogRow>(&writer.path("train_log.parquet"), TRAIN_LOG, &[])?;
+    Ok(StageOutput::new(0, 0).table("train_log", n).file("model/model.safetensors", 1))
 }
 
 /// Where a finished training stage's model is.

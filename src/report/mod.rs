@@ -146,6 +146,13 @@ pub fn write_dir(experiment: &str, report: &ReportSpec, results: &Path, dir: &Pa
         }
     }
 
+    if let Some(recs) = &episodes {
+        findings(&mut md, recs)?;
+    }
+    if judge.is_none() && report.figures.iter().any(|f| f.kind == config::FigureKind::Judge) {
+        writeln!(md, "> **Note:** no judge verdicts: the spec has no `[judge]` (or it has not run), so the judge figure and table are empty.\n")?;
+    }
+
     writeln!(md, "## Episodes\n")?;
     match &episodes {
         Some(recs) => summary(&mut md, recs)?,
@@ -163,6 +170,90 @@ pub fn write_dir(experiment: &str, report: &ReportSpec, results: &Path, dir: &Pa
         }
     }
     Ok(md)
+}
+
+/// Plain statements of what the evaluation shows: for each variant, env
+/// split and agent, the planner variants compared pairwise (plans in the
+/// instruction) by average reward, with a 95% interval of the difference
+/// (normal approximation, unpaired) and the number of tasks; and the
+/// trained agents against the random-action baseline.
+fn findings(md: &mut String, recs: &Records) -> Result<()> {
+    const DIMS: [&str; 7] = ["variant", "stage", "env", "split", "agent", "planner", "insertion"];
+    let all: Vec<u32> = (0..recs.len as u32).collect();
+    let groups = recs.group(&all, &DIMS, false)?;
+    // (variant, env, split, agent) → planner → cell.
+    let mut cells: BTreeMap<(String, String, String, String), BTreeMap<String, &data::Acc>> = BTreeMap::new();
+    let mut baselines: BTreeMap<(String, String, String), &data::Acc> = BTreeMap::new();
+    for (k, acc) in &groups {
+        let (variant, stage, env, split, agent, planner, insertion) = (&k[0], &k[1], &k[2], &k[3], &k[4], &k[5], &k[6]);
+        if stage == "baseline" {
+            baselines.insert((variant.clone(), env.clone(), split.clone()), acc);
+        }
+        if stage != "eval" || !(insertion == "instruction" || insertion == "none") {
+            continue;
+        }
+        cells.entry((variant.clone(), env.clone(), split.clone(), agent.clone())).or_default().insert(planner.clone(), acc);
+    }
+    if cells.is_empty() {
+        return Ok(());
+    }
+    let stats = |a: &data::Acc| {
+        let n = a.n as f64;
+        let mean = a.reward_sum / n;
+        let var = (a.reward_sq / n - mean * mean).max(0.0) * n / (n - 1.0).max(1.0);
+        (mean, var, a.n)
+    };
+    let compare = |a: &data::Acc, b: &data::Acc| {
+        let (ma, va, na) = stats(a);
+        let (mb, vb, nb) = stats(b);
+        let d = ma - mb;
+        let half = 1.96 * (va / na as f64 + vb / nb as f64).sqrt();
+        let word = if d - half > 0.0 {
+            "higher"
+        } else if d + half < 0.0 {
+            "lower"
+        } else {
+            "not distinguishable"
+        };
+        (d, half, word)
+    };
+    writeln!(md, "## Findings\n")?;
+    writeln!(
+        md,
+        "Average final reward, plans in the instruction; each difference with its 95% interval (normal approximation, \
+         unpaired) and the tasks behind each side. \"Not distinguishable\" means the interval contains 0.\n"
+    )?;
+    for ((variant, env, split, agent), by) in &cells {
+        let label = if variant == "base" { String::new() } else { format!(" (variant `{variant}`)") };
+        writeln!(md, "**{agent} on {env}/{split}{label}**\n")?;
+        for (p, q) in [("mpo", "sft"), ("sft", "none"), ("mpo", "none"), ("rft", "sft"), ("mpo", "rft"), ("prompted", "none")] {
+            let (Some(a), Some(b)) = (by.get(p), by.get(q)) else { continue };
+            let (d, half, word) = compare(a, b);
+            writeln!(
+                md,
+                "- {p} vs {q}: {:.3} vs {:.3} ({} and {} episodes) — difference {d:+.3} ± {half:.3}: {p} is {word}.",
+                stats(a).0,
+                stats(b).0,
+                a.n,
+                b.n
+            )?;
+        }
+        if let (Some(none), Some(rand)) = (by.get("none"), baselines.get(&(variant.clone(), env.clone(), split.clone()))) {
+            let (d, half, word) = compare(none, rand);
+            writeln!(
+                md,
+                "- {agent} without plans vs random admissible actions: success {:.3} vs {:.3}, reward {:.3} vs {:.3} ({} vs {} episodes) — difference {d:+.3} ± {half:.3}: the agent is {word}.",
+                none.successes as f64 / none.n as f64,
+                rand.successes as f64 / rand.n as f64,
+                stats(none).0,
+                stats(rand).0,
+                none.n,
+                rand.n
+            )?;
+        }
+        writeln!(md)?;
+    }
+    Ok(())
 }
 
 /// Every episode cell (variant, stage, env, split, agent, planner,

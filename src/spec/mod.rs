@@ -49,6 +49,10 @@ pub struct Spec {
     pub train: TrainSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalSpec>,
+    /// The judge of MPO vs SFT meta plans (App. E.3, Figure 6), for every
+    /// evaluated env and split that has both planner variants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeSpec>,
     #[serde(default)]
     pub report: ReportSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -244,6 +248,24 @@ fn default_teacher_attempts() -> u32 {
     3
 }
 
+/// `[judge]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeSpec {
+    /// The judge (a model name; the paper: GPT-4o).
+    pub model: String,
+    /// Calls per task when a reply cannot be read.
+    #[serde(default = "default_judge_attempts")]
+    pub attempts: u32,
+    /// Judge only the first K test tasks of each split (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<usize>,
+}
+
+fn default_judge_attempts() -> u32 {
+    3
+}
+
 /// `[agent_sft]`: agents trained on expert trajectories (AgentTuning-style
 /// SFT, loss on the assistant turns) before every use.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -263,6 +285,24 @@ pub struct AgentSftSpec {
     /// paper's plain agent SFT.
     #[serde(default)]
     pub plan_share: f64,
+    /// Keep the expert's `Thought:` lines (false: the agent learns to answer
+    /// `Action: …` only — shorter sequences for tiny models).
+    #[serde(default = "default_true")]
+    pub thoughts: bool,
+    /// Whose episodes are the data: `expert` (the built-in world's expert,
+    /// which ignores plans) or `follower` (the built-in scripted plan
+    /// follower, run with the inserted seed plan or with none: an agent
+    /// that learns to read plans). Successful episodes only.
+    #[serde(default = "default_demonstrations")]
+    pub demonstrations: String,
+}
+
+fn default_demonstrations() -> String {
+    "expert".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[train]`: one table per training stage.
@@ -371,6 +411,11 @@ pub struct EvalSpec {
     pub envs: Vec<String>,
     #[serde(default = "default_eval_splits")]
     pub splits: Vec<String>,
+    /// Episodes per task of a random-admissible-action policy on each
+    /// built-in env split (agent `random`, the floor a trained agent must
+    /// clear); 0 = none.
+    #[serde(default)]
+    pub random_baseline: u32,
     #[serde(default = "default_planners")]
     pub planners: Vec<PlannerVariant>,
     #[serde(default = "default_insertions")]

@@ -163,6 +163,26 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
             ));
         }
     }
+    if let Some(j) = &spec.judge {
+        if !spec.models.contains_key(&j.model) {
+            e.unknown("judge.model", &j.model, &model_names, "model");
+        }
+        if j.attempts == 0 {
+            e.bad("judge.attempts", "0".into(), "must be >= 1");
+        }
+        if j.tasks == Some(0) {
+            e.bad("judge.tasks", "0".into(), "must be >= 1");
+        }
+        let both = spec.eval.as_ref().is_some_and(|ev| {
+            ev.planners.contains(&crate::spec::PlannerVariant::Mpo) && ev.planners.contains(&crate::spec::PlannerVariant::Sft)
+        });
+        if !both {
+            e.push(format!(
+                "`[judge]` in {} compares MPO and SFT plans: `eval.planners` must list both \"sft\" and \"mpo\"",
+                source("judge")
+            ));
+        }
+    }
     if let Some(a) = &spec.agent_sft {
         if a.models.is_empty() {
             e.bad("agent_sft.models", "[]".into(), "name at least one `kind = \"local\"` model");
@@ -191,6 +211,9 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
         }
         if a.tasks == Some(0) {
             e.bad("agent_sft.tasks", "0".into(), "must be >= 1");
+        }
+        if !matches!(a.demonstrations.as_str(), "expert" | "follower") {
+            e.bad("agent_sft.demonstrations", format!("\"{}\"", a.demonstrations), "allowed: \"expert\", \"follower\"");
         }
     }
     for (name, cfg) in [("sft", &spec.train.sft), ("dpo", &spec.train.dpo), ("rft", &spec.train.rft), ("agent_sft", &spec.train.agent_sft)] {

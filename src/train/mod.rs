@@ -108,6 +108,11 @@ pub struct TrainConfig {
     /// final model).
     #[serde(default)]
     pub save_every: u64,
+    /// Worker threads computing micro-batches in parallel (default: the
+    /// machine's cores). The result does not depend on it except through
+    /// float summation order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
     /// DPO: cDPO label smoothing.
     #[serde(default)]
     pub label_smoothing: f64,
@@ -135,6 +140,7 @@ impl Default for TrainConfig {
             seed: 0,
             shuffle: true,
             save_every: 0,
+            threads: None,
             label_smoothing: 0.0,
             loss: DpoLoss::Sigmoid,
         }

@@ -83,6 +83,11 @@ pub struct GradAccumulator {
 impl GradAccumulator {
     pub fn add<M: Module>(&mut self, module: &M, grads: burn::tensor::Gradients) {
         let new = GradientsParams::from_grads(grads, module);
+        self.merge(module, new);
+    }
+
+    /// Adds already extracted gradients.
+    pub fn merge<M: Module>(&mut self, module: &M, new: GradientsParams) {
         match self.grads.take() {
             None => self.grads = Some(new),
             Some(acc) => {

@@ -273,6 +273,7 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
     let mut model = to_trainable(lm);
     let lens: Vec<usize> = (0..n).map(|i| obj.example_len(i)).collect();
     let steps_per_epoch = n.div_ceil(cfg.batch_size.max(1)) as u64;
+    let threads = cfg.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut step = start_step;
     let mut computed = 0u64;
     let mut finished = true;
@@ -293,13 +294,40 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
                 Objective::Sft(ex) => group.iter().map(|&i| ex[i].targets()).sum::<usize>().max(1) as f64,
                 Objective::Dpo { .. } => group.len() as f64,
             };
+            let mbs = micro_batches(group, &lens, cfg.micro_batch);
+            // Data parallel over threads: micro-batch i goes to worker
+            // i mod T; the workers' sums are added in worker order, so the
+            // result does not depend on timing.
+            let workers = threads.min(mbs.len()).max(1);
+            let run_part = |part: usize| -> (Option<burn::optim::GradientsParams>, StepStats) {
+                let mut acc = GradAccumulator::default();
+                let mut stats = StepStats::default();
+                for mb in mbs.iter().skip(part).step_by(workers) {
+                    let loss = micro_loss(obj, &model, arch, &inv_freq, mb, norm, &ad_device, &mut stats);
+                    let lv: f32 = weights::to_vec_f32(loss.clone().inner())[0];
+                    stats.loss += lv as f64;
+                    acc.add(&model, loss.backward());
+                }
+                (acc.take(), stats)
+            };
+            let parts: Vec<(Option<burn::optim::GradientsParams>, StepStats)> = if workers == 1 {
+                vec![run_part(0)]
+            } else {
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = (0..workers).map(|p| s.spawn(move || run_part(p))).collect();
+                    handles.into_iter().map(|h| h.join().expect("training worker panicked")).collect()
+                })
+            };
             let mut acc = GradAccumulator::default();
             let mut stats = StepStats::default();
-            for mb in micro_batches(group, &lens, cfg.micro_batch) {
-                let loss = micro_loss(obj, &model, arch, &inv_freq, &mb, norm, &ad_device, &mut stats);
-                let lv: f32 = weights::to_vec_f32(loss.clone().inner())[0];
-                stats.loss += lv as f64;
-                acc.add(&model, loss.backward());
+            for (g, st) in parts {
+                if let Some(g) = g {
+                    acc.merge(&model, g);
+                }
+                stats.loss += st.loss;
+                stats.tokens += st.tokens;
+                stats.chosen.extend(st.chosen);
+                stats.rejected.extend(st.rejected);
             }
             let grads = acc.take().ok_or("no gradients were computed")?;
             let gnorm = global_grad_norm(&model, &grads);

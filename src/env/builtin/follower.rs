@@ -153,6 +153,24 @@ pub fn follow_plan_on(game: &Game, plan: Option<&str>, max_steps: u32) -> Episod
     }
 }
 
+/// The follower's whole episode on (a fresh copy of) `game`, as a
+/// trajectory (actions and observations; no thoughts): demonstrations of
+/// an agent that reads and follows meta plans.
+pub fn follower_trajectory(game: &Game, plan: Option<&str>, max_steps: u32) -> super::Trajectory {
+    let hints = plan.map(parse_plan);
+    let initial_observation = game.initial_observation();
+    let mut run = Run::new(game.clone().with_max_steps(max_steps));
+    follow(&mut run, hints.as_ref());
+    super::Trajectory {
+        task_id: run.g.task_id(),
+        task_type: run.g.task_type(),
+        goal: run.g.goal_text().to_string(),
+        initial_observation,
+        reward: if run.g.won() { 1.0 } else { 0.0 },
+        turns: run.turns,
+    }
+}
+
 fn rec_of_type(g: &Game, t: RecepType) -> Option<u8> {
     let mut best: Option<u8> = None;
     for (i, r) in g.recs.iter().enumerate() {

@@ -1,0 +1,183 @@
+//! The quickstart spec (experiments/quickstart.toml) end to end, reduced
+//! with `--set` to a few tasks and one epoch per training so that it runs
+//! in CI: every stage runs from an empty results dir, artifacts have the
+//! row counts the spec implies, the report is written; and a run killed
+//! (SIGKILL) in three different stages and rerun ends with the same results
+//! as an uninterrupted run.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::TestContext;
+use serde_json::Value;
+
+/// The reduced run: scale knobs only, never the method.
+const REDUCED: &[&str] = &[
+    "--set", "envs.household.tasks.train=24",
+    "--set", "envs.household.tasks.seen=3",
+    "--set", "envs.household.tasks.unseen=3",
+    "--set", "planner.train_tasks=6",
+    "--set", "mpo.m=2",
+    "--set", "mpo.n=2",
+    "--set", "train.agent_sft.epochs=1",
+    "--set", "train.sft.epochs=1",
+    "--set", "train.dpo.epochs=1",
+    "--set", "train.rft.epochs=1",
+    "--set", "train.agent_sft.save_every=1",
+    "--set", "train.agent_sft.batch_size=4",
+    "--set", "eval.random_baseline=2",
+];
+
+fn setup() -> TestContext {
+    let ctx = TestContext::new();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/quickstart.toml");
+    std::fs::copy(src, ctx.path("quickstart.toml")).unwrap();
+    ctx
+}
+
+fn args(extra: &[&'static str]) -> Vec<&'static str> {
+    let mut v = vec!["quickstart.toml"];
+    v.extend_from_slice(REDUCED);
+    v.extend_from_slice(extra);
+    v
+}
+
+fn manifests(ctx: &TestContext) -> Vec<Value> {
+    let mut out = Vec::new();
+    let Ok(stages) = std::fs::read_dir(ctx.path("results/artifacts")) else { return out };
+    for stage in stages.flatten() {
+        for art in std::fs::read_dir(stage.path()).unwrap().flatten() {
+            if let Ok(text) = std::fs::read_to_string(art.path().join("manifest.json")) {
+                out.push(serde_json::from_str(&text).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Rows of a collated table without the columns that measure time.
+fn rows_without_timing(path: &Path) -> Vec<String> {
+    let df = mpo_run::store::table::read_parquet(path).expect("read parquet");
+    let mut rows: Vec<String> = mpo_run::store::table::frame_to_json(&df)
+        .unwrap()
+        .into_iter()
+        .map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("wall_ms");
+                o.remove("tokens_per_s");
+            }
+            v.to_string()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn reduced_quickstart_runs_every_stage_with_the_implied_row_counts() {
+    let ctx = setup();
+    let out = ctx.run(&args(&[]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ms = manifests(&ctx);
+    let count = |stage: &str| ms.iter().filter(|m| m["stage"] == stage).count();
+    let rows = |stage: &str, file: &str| -> Vec<u64> {
+        ms.iter().filter(|m| m["stage"] == stage).map(|m| m["rows"][file].as_u64().unwrap_or(u64::MAX)).collect()
+    };
+    for (stage, n) in [
+        ("expert", 1),
+        ("seed_plans", 1),
+        ("init_model", 2),
+        ("agent_sft", 1),
+        ("sft", 1),
+        ("sample_plans", 1),
+        ("mc_rollouts", 1),
+        ("pairs", 1),
+        ("dpo", 1),
+        ("rft", 1),
+        ("baseline", 2),
+        ("test_plans", 3 * 2),
+        ("eval", 2 * (1 + 3 * 3)),
+    ] {
+        assert_eq!(count(stage), n, "`{stage}` artifacts");
+    }
+    assert_eq!(rows("expert", "trajectories.jsonl"), vec![24]);
+    assert_eq!(rows("seed_plans", "seed_set.jsonl"), vec![24]);
+    assert_eq!(rows("sample_plans", "plans.jsonl"), vec![6 * 2], "tasks × M");
+    assert_eq!(rows("mc_rollouts", "episodes.parquet"), vec![6 * 2 * 2], "tasks × M × N");
+    assert!(rows("pairs", "pairs.parquet")[0] <= 6);
+    assert_eq!(rows("baseline", "episodes.parquet"), vec![3 * 2, 3 * 2]);
+    assert!(rows("test_plans", "plans.parquet").iter().all(|&n| n == 3));
+    assert!(rows("eval", "episodes.parquet").iter().all(|&n| n == 3));
+    assert_eq!(rows("sft", "train_log.parquet"), vec![24u64.div_ceil(16)], "24 seed plans, batch 16, 1 epoch");
+
+    let index = std::fs::read_to_string(ctx.path("reports/quickstart/index.md")).unwrap();
+    for name in ["table2", "table3", "table4", "table5", "table6", "figure3", "figure6"] {
+        assert!(index.contains(name), "the report links {name}:\n{index}");
+    }
+    for f in ["table2.md", "table2.tex", "table2.csv", "figure3.svg", "figure3.png"] {
+        assert!(ctx.path(&format!("reports/quickstart/{f}")).exists(), "{f}");
+    }
+
+    // A second run does nothing.
+    let again = ctx.run(&args(&[]));
+    let e = String::from_utf8_lossy(&again.stderr).to_string();
+    assert!(again.status.success() && e.contains("0 stages ran"), "{e}");
+}
+
+/// Kills the run (SIGKILL) once `ready` holds, then reruns it to the end.
+fn kill_when(ctx: &TestContext, what: &str, ready: impl Fn(&TestContext) -> bool) {
+    let mut child = ctx
+        .command(&args(&[]))
+        .env("MPORUN_TEST_ITEM_DELAY_MS", "5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ready(ctx) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the run ended ({status}) before it reached {what}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(600), "never reached {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// A training of `stage` has saved a checkpoint.
+fn checkpointed(ctx: &TestContext, stage: &str) -> bool {
+    let Ok(dirs) = std::fs::read_dir(ctx.path(&format!("results/train/{stage}"))) else { return false };
+    dirs.flatten().any(|d| d.path().join("latest").exists())
+}
+
+fn committed(ctx: &TestContext, stage: &str) -> bool {
+    manifests(ctx).iter().any(|m| m["stage"] == stage)
+}
+
+#[test]
+fn sigkill_in_three_stages_then_rerun_gives_the_same_results() {
+    let reference = setup();
+    let out = reference.run(&args(&[]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let ctx = setup();
+    // 1. Mid-training: the agent's SFT has written a checkpoint.
+    kill_when(&ctx, "agent_sft", |c| checkpointed(c, "agent_sft"));
+    // 2. Mid-sampling: some plans journaled, the stage not committed.
+    kill_when(&ctx, "sample_plans", |c| common::journal_lines(c, "sample_plans") >= 3 && !committed(c, "sample_plans"));
+    // 3. Mid-rollouts.
+    kill_when(&ctx, "mc_rollouts", |c| committed(c, "sample_plans") && common::journal_lines(c, "episodes") >= 3 && !committed(c, "mc_rollouts"));
+    let out = ctx.run(&args(&[]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    for table in ["episodes", "plans", "pairs", "train_log"] {
+        let a = rows_without_timing(&reference.path(&format!("results/quickstart/{table}.parquet")));
+        let b = rows_without_timing(&ctx.path(&format!("results/quickstart/{table}.parquet")));
+        assert_eq!(a.len(), b.len(), "{table}: row counts differ after kills and a rerun");
+        assert!(a == b, "{table}: rows differ after kills and a rerun");
+    }
+}
