@@ -98,6 +98,34 @@ fn main() {
         }
     }
 
+    // A ~0.4B model on a GPU (`MPO_LOCAL_DEVICE=cuda TRAIN_BENCH_LARGE=1`,
+    // a build with `--features tch`): f32, one worker thread.
+    if std::env::var_os("TRAIN_BENCH_LARGE").is_some() {
+        let big = init(16, 1536, 12, 4, 4096, 32000);
+        let n = {
+            use burn::module::Module;
+            big.net().num_params()
+        };
+        let v = big.arch().vocab_size;
+        for (b, len) in [(8, 512), (16, 1024)] {
+            let ex = examples(v, b * 3, len);
+            let t = Instant::now();
+            let out = train(big.net().clone(), big.arch(), &Objective::Sft(ex), &cfg(b, b, 1), "large", &RunControl::default()).expect("train");
+            let secs = t.elapsed().as_secs_f64();
+            // Skip the first step (allocator and kernel warm-up).
+            let steady: f64 = out.log.iter().skip(1).map(|r| (b * len) as f64 / r.tokens_per_s).sum();
+            let tps = (b * len * (out.log.len() - 1)) as f64 / steady;
+            let flops = 6.0 * n as f64 * tps;
+            println!(
+                "sft {:.2}B f32 b{b}x{len}: {:.0} tokens/s steady ({:.1} s total), {:.1} TFLOP/s model FLOPs (6·N·tokens)",
+                n as f64 / 1e9,
+                tps,
+                secs,
+                flops / 1e12
+            );
+        }
+    }
+
     // ~25M parameters.
     if !quick() {
         let big = init(8, 512, 8, 4, 1408, 4096);

@@ -88,6 +88,17 @@ pub enum Command {
         #[arg(value_name = "SPEC", required = true)]
         specs: Vec<PathBuf>,
     },
+    /// Write the training datasets of a spec's finished stages for external
+    /// trainers: the seed SFT set, the DPO pairs and the RFT set, in
+    /// LLaMA-Factory (sharegpt, `ranking: true`) and TRL formats, with a
+    /// `dataset_info.json`, one folder per variant. Runs nothing.
+    Export {
+        #[arg(value_name = "SPEC", required = true)]
+        spec: PathBuf,
+        /// Where to write (created).
+        #[arg(long = "to", value_name = "DIR", default_value = "datasets")]
+        to: PathBuf,
+    },
     /// Show which stages of a spec are done and how many items each has.
     Status {
         #[arg(value_name = "SPEC", required = true)]
@@ -200,6 +211,14 @@ fn run_cli(cli: Cli) -> Result<i32> {
                 let (plan, store) = plan_for(&path, &opts)?;
                 let index = crate::report::write(&plan, &store)?;
                 println!("{}", index.display());
+            }
+            Ok(0)
+        }
+        Some(Command::Export { spec, to }) => {
+            init_logging(cli.common.verbose, None);
+            let (plan, store) = plan_for(&spec, &opts)?;
+            for line in crate::mpo::export::export(&plan, &store, &to)? {
+                println!("{line}");
             }
             Ok(0)
         }

@@ -275,6 +275,11 @@ fn config_rejects_bad_settings() {
     assert!(ok.validate().is_ok());
     let none = LocalModelConfig::default();
     assert!(none.validate().is_err(), "path or init is required");
-    let cuda = LocalModelConfig { path: Some("x".into()), device: "cuda".into(), ..Default::default() };
-    assert_eq!(cuda.validate().is_ok(), cfg!(feature = "cuda"));
+    // A spec naming `cuda` is valid on any build (planning, dry runs); only
+    // a build with a CUDA backend can make the device.
+    let cuda = LocalModelConfig { path: Some("x".into()), device: "cuda:1".into(), ..Default::default() };
+    assert!(cuda.validate().is_ok());
+    assert_eq!(mpo_run::model::local::parse_device("cuda").is_ok(), cfg!(any(feature = "cuda", feature = "tch")));
+    let bad = LocalModelConfig { path: Some("x".into()), device: "gpu".into(), ..Default::default() };
+    assert!(bad.validate().unwrap_err().contains("unknown device `gpu`"));
 }

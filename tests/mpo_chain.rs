@@ -187,6 +187,23 @@ async fn the_whole_chain_runs_with_tiny_local_models() {
     let log: Vec<mpo_run::train::TrainLogRow> = read_rows(&ctx.path("results/chain/train_log.parquet")).unwrap();
     assert!(log.iter().any(|r| r.stage == "dpo" && r.margin.is_some()));
 
+    // The datasets for external trainers.
+    let out = run_bin(&ctx, &["export", "chain.toml", "--to", "datasets"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = ctx.path("datasets/base");
+    let seed: Vec<Value> = serde_json::from_slice(&std::fs::read(d.join("mpo_seed_sft.json")).unwrap()).unwrap();
+    assert_eq!(seed.len(), 6);
+    let dpo: Vec<Value> = serde_json::from_slice(&std::fs::read(d.join("mpo_dpo.json")).unwrap()).unwrap();
+    assert_eq!(dpo.len() as u64, n_pairs);
+    assert!(dpo[0]["chosen"]["value"].is_string() && dpo[0]["rejected"]["value"].is_string());
+    let trl = std::fs::read_to_string(d.join("trl_dpo.jsonl")).unwrap();
+    assert_eq!(trl.lines().count() as u64, n_pairs);
+    let info: Value = serde_json::from_slice(&std::fs::read(d.join("dataset_info.json")).unwrap()).unwrap();
+    for k in ["mpo_seed_sft", "mpo_dpo", "mpo_rft"] {
+        assert!(info[k]["file_name"].is_string(), "dataset_info names {k}: {info}");
+    }
+    assert_eq!(info["mpo_dpo"]["ranking"], true);
+
     // A rerun is a no-op.
     let again = run_bin(&ctx, &["chain.toml"]).await;
     assert!(again.status.success());

@@ -2,8 +2,9 @@
 //! with `--set` to a few tasks and one epoch per training so that it runs
 //! in CI: every stage runs from an empty results dir, artifacts have the
 //! row counts the spec implies, the report is written; and a run killed
-//! (SIGKILL) in three different stages and rerun ends with the same results
-//! as an uninterrupted run.
+//! (SIGKILL) in three different stages (agent SFT after a checkpoint,
+//! Monte Carlo rollouts, evaluation) and rerun ends with the same results as
+//! an uninterrupted run.
 
 mod common;
 
@@ -29,6 +30,8 @@ const REDUCED: &[&str] = &[
     "--set", "train.agent_sft.save_every=1",
     "--set", "train.agent_sft.batch_size=4",
     "--set", "eval.random_baseline=2",
+    "--set", "eval.insertion=[\"instruction\", \"observation\"]",
+    "--set", "models.agent.max_tokens=48",
 ];
 
 fn setup() -> TestContext {
@@ -99,7 +102,7 @@ fn reduced_quickstart_runs_every_stage_with_the_implied_row_counts() {
         ("rft", 1),
         ("baseline", 2),
         ("test_plans", 3 * 2),
-        ("eval", 2 * (1 + 3 * 3)),
+        ("eval", 2 * (1 + 3 * 2)),
     ] {
         assert_eq!(count(stage), n, "`{stage}` artifacts");
     }
@@ -165,12 +168,15 @@ fn sigkill_in_three_stages_then_rerun_gives_the_same_results() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let ctx = setup();
-    // 1. Mid-training: the agent's SFT has written a checkpoint.
+    let evals = |c: &TestContext| manifests(c).iter().filter(|m| m["stage"] == "eval").count();
+    // 1. Mid-training: the agent's SFT has saved a checkpoint.
     kill_when(&ctx, "agent_sft", |c| checkpointed(c, "agent_sft"));
-    // 2. Mid-sampling: some plans journaled, the stage not committed.
-    kill_when(&ctx, "sample_plans", |c| common::journal_lines(c, "sample_plans") >= 3 && !committed(c, "sample_plans"));
-    // 3. Mid-rollouts.
-    kill_when(&ctx, "mc_rollouts", |c| committed(c, "sample_plans") && common::journal_lines(c, "episodes") >= 3 && !committed(c, "mc_rollouts"));
+    // 2. Mid-rollouts: some episodes journaled, `mc_rollouts` not committed.
+    kill_when(&ctx, "mc_rollouts", |c| {
+        committed(c, "agent_sft") && common::journal_lines(c, "episodes") >= 3 && !committed(c, "mc_rollouts")
+    });
+    // 3. Mid-evaluation: some evaluation cells committed, not all.
+    kill_when(&ctx, "eval", |c| committed(c, "mc_rollouts") && (1..2 * (1 + 3 * 2)).contains(&evals(c)));
     let out = ctx.run(&args(&[]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 

@@ -26,6 +26,7 @@ pub mod baseline;
 pub mod common;
 pub mod eval;
 pub mod expert;
+pub mod export;
 pub mod judge;
 pub mod mc_rollouts;
 pub mod pairs;

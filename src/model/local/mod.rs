@@ -8,7 +8,10 @@
 //! loading/saving HF directories, generation, scoring, and the engine.
 //! CPU (burn's flex backend) by default; `cuda` cargo feature for burn's CUDA
 //! backend (`cargo build --release --features cuda`; needs a CUDA runtime
-//! where it runs, not where it builds).
+//! where it runs, not where it builds), or `tch` for burn's LibTorch backend
+//! (`LIBTORCH=<torch dir> LIBTORCH_BYPASS_VERSION_CHECK=1 cargo build
+//! --release --features tch`; the same torch's lib/ on LD_LIBRARY_PATH where
+//! it runs), which maps `cuda`/`cuda:N` to LibTorch CUDA devices.
 
 pub mod config;
 mod engine;
@@ -53,8 +56,10 @@ fn d_max_batch() -> usize {
 fn d_cache() -> usize {
     1 << 20
 }
+/// `cpu` unless `MPO_LOCAL_DEVICE` names another (e.g. to run the local-model
+/// and trainer tests on `cuda`).
 fn d_device() -> String {
-    "cpu".into()
+    std::env::var("MPO_LOCAL_DEVICE").unwrap_or_else(|_| "cpu".into())
 }
 
 /// `[models.NAME] kind = "local"`.
@@ -68,7 +73,7 @@ pub struct LocalModelConfig {
     /// A small model initialised from a seed (see [`init_model`]).
     #[serde(default)]
     pub init: Option<InitConfig>,
-    /// `cpu`, `cuda` or `cuda:N` (the latter with the `cuda` feature).
+    /// `cpu`, `cuda` or `cuda:N` (the latter with the `cuda` or `tch` feature).
     #[serde(default = "d_device")]
     pub device: String,
     /// Default sampling temperature (0 = greedy).
@@ -160,9 +165,15 @@ pub fn parse_device(name: &str) -> std::result::Result<Device, String> {
 fn cuda_device(idx: usize) -> std::result::Result<Device, String> {
     Ok(Device::cuda(idx))
 }
-#[cfg(not(feature = "cuda"))]
+/// With `tch` (and not `cuda`), `cuda:N` is LibTorch's CUDA device N.
+#[cfg(all(feature = "tch", not(feature = "cuda")))]
+#[allow(deprecated)] // burn-tch is deprecated upstream but is the CUDA backend that builds offline
+fn cuda_device(idx: usize) -> std::result::Result<Device, String> {
+    Ok(Device::libtorch_cuda(idx))
+}
+#[cfg(not(any(feature = "cuda", feature = "tch")))]
 fn cuda_device(_idx: usize) -> std::result::Result<Device, String> {
-    Err("device `cuda` needs a build with `--features cuda`".into())
+    Err("device `cuda` needs a build with `--features cuda` or `--features tch`".into())
 }
 
 /// A loaded local model.

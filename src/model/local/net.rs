@@ -52,6 +52,27 @@ pub struct CausalLm {
     pub lm_head: Option<Linear>,
 }
 
+/// Whether `attention` on `device` reads a bool mask the PyTorch way
+/// (`true` = attend) instead of burn's (`true` = masked out): burn-tch
+/// 0.22.1 hands burn's mask to `scaled_dot_product_attention` unchanged.
+/// Probed once per device (two keys, the second masked out) and cached, so
+/// a fixed backend needs no change here.
+fn mask_means_keep(device: &Device) -> bool {
+    static SEEN: std::sync::Mutex<Vec<(Device, bool)>> = std::sync::Mutex::new(Vec::new());
+    if let Some(&(_, keep)) = SEEN.lock().expect("mask probe lock").iter().find(|(d, _)| d == device) {
+        return keep;
+    }
+    let q = Tensor::<4>::ones([1, 1, 1, 1], device);
+    let k = Tensor::<4>::ones([1, 1, 2, 1], device);
+    let v = Tensor::<4>::from_data(TensorData::new(vec![0f32, 1.0], [1, 1, 2, 1]), device);
+    let m = Tensor::<4, Bool>::from_data(TensorData::new(vec![false, true], [1, 1, 1, 2]), device);
+    let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: false };
+    let out = attention(q, k, v, Some(m), None, opts).try_into_vec_as::<f32>().unwrap_or_default();
+    let keep = out.first().is_some_and(|&x| x > 0.5);
+    SEEN.lock().expect("mask probe lock").push((device.clone(), keep));
+    keep
+}
+
 /// Per-layer key/value tensors `[batch, kv_heads, len, head_dim]`.
 pub type LayerKv = (Tensor<4>, Tensor<4>);
 
@@ -120,7 +141,7 @@ impl CausalLm {
         let native_gqa = !device.is_autodiff() && device == Device::flex();
         let mut x = self.model.embed_tokens.forward(tokens);
         let mut new_kv = Vec::with_capacity(self.model.layers.len());
-        let mask = aux.mask;
+        let mask = aux.mask.map(|m| if mask_means_keep(&device) { m.bool_not() } else { m });
         for (li, layer) in self.model.layers.iter().enumerate() {
             let resid = x.clone();
             let y = layer.input_layernorm.forward(x);
