@@ -8,14 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::activation::{log_sigmoid, log_softmax};
+use burn::tensor::activation::log_sigmoid;
 use serde::{Deserialize, Serialize};
 
 use super::data::{epoch_groups, micro_batches, pack, Example, PairExample};
 use super::optim::{clip_coef, global_grad_norm, lr_at, to_trainable, AdamW, GradAccumulator};
 use super::{DpoLoss, TrainConfig, TrainLogRow};
-use crate::model::local::net::{rope_tables, StepAux};
-use crate::model::local::{weights, ArchConfig, CausalLm};
+use crate::model::local::{weights, ArchConfig, CausalLm, Runner};
 
 /// What is optimised.
 #[derive(Clone, Debug)]
@@ -43,25 +42,15 @@ impl Objective {
     }
 }
 
-/// Logits `[batch, len, vocab]` of a causal pass (positions from 0).
-pub fn forward_logits(lm: &CausalLm, arch: &ArchConfig, inv_freq: &[f32], ids: Tensor<2, Int>) -> Tensor<3> {
-    let [b, n] = ids.dims();
-    let positions: Vec<Vec<usize>> = vec![(0..n).collect(); b];
-    let (cos, sin) = rope_tables(inv_freq, &positions, &ids.device());
-    let (hidden, _) = lm.forward_hidden(arch, ids, StepAux { cos, sin, mask: None, past: Vec::new() });
-    lm.head(hidden)
-}
-
-/// Per-row sums of the trained tokens' log-probs `[rows]`, and the
-/// per-row trained-token counts.
+/// Per-row sums of the trained tokens' log-probs `[rows]`, and the masked
+/// per-token log-probs `[rows, width]`.
 fn sequence_logps(lm: &CausalLm, arch: &ArchConfig, inv_freq: &[f32], rows: &[&Example], device: &Device) -> (Tensor<1>, Tensor<2>) {
     let (ids, tgt, mask, w) = pack(rows);
     let b = rows.len();
     let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, w]), device);
     let tgt = Tensor::<2, Int>::from_data(TensorData::new(tgt, [b, w]), device);
     let mask = Tensor::<2>::from_data(TensorData::new(mask, [b, w]), device);
-    let logits = forward_logits(lm, arch, inv_freq, ids);
-    let lp = log_softmax(logits, 2).gather(2, tgt.unsqueeze_dim::<3>(2)).squeeze_dim::<2>(2);
+    let lp = Runner::token_logprobs(lm.forward_logits(arch, inv_freq, ids), tgt);
     let masked = lp * mask;
     (masked.clone().sum_dim(1).squeeze_dim::<1>(1), masked)
 }

@@ -140,6 +140,18 @@ impl Run {
         }
     }
 
+    /// The episode played so far, as a trajectory.
+    pub(crate) fn into_trajectory(self, initial_observation: String) -> Trajectory {
+        Trajectory {
+            task_id: self.g.task_id(),
+            task_type: self.g.task_type(),
+            goal: self.g.goal_text().to_string(),
+            initial_observation,
+            reward: if self.g.won() { 1.0 } else { 0.0 },
+            turns: self.turns,
+        }
+    }
+
     /// Plays one turn; `false` once the episode is over.
     pub(crate) fn act(&mut self, thought: Option<String>, action: String) -> bool {
         let out = self.g.step(&action);
@@ -437,12 +449,5 @@ pub fn expert_on(game: &Game) -> Trajectory {
         .objs
         .iter()
         .all(|o| o.loc != HELD || run.g.holding.is_some()));
-    Trajectory {
-        task_id: run.g.task_id(),
-        task_type: run.g.task_type(),
-        goal: run.g.goal_text().to_string(),
-        initial_observation,
-        reward: if run.g.won() { 1.0 } else { 0.0 },
-        turns: run.turns,
-    }
+    run.into_trajectory(initial_observation)
 }

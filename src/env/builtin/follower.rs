@@ -161,14 +161,7 @@ pub fn follower_trajectory(game: &Game, plan: Option<&str>, max_steps: u32) -> s
     let initial_observation = game.initial_observation();
     let mut run = Run::new(game.clone().with_max_steps(max_steps));
     follow(&mut run, hints.as_ref());
-    super::Trajectory {
-        task_id: run.g.task_id(),
-        task_type: run.g.task_type(),
-        goal: run.g.goal_text().to_string(),
-        initial_observation,
-        reward: if run.g.won() { 1.0 } else { 0.0 },
-        turns: run.turns,
-    }
+    run.into_trajectory(initial_observation)
 }
 
 fn rec_of_type(g: &Game, t: RecepType) -> Option<u8> {

@@ -171,6 +171,16 @@ impl CausalLm {
         (self.model.norm.forward(x), new_kv)
     }
 
+    /// Logits `[batch, len, vocab]` of a plain causal pass over `tokens`
+    /// (positions from 0, no cache): scoring and training.
+    pub fn forward_logits(&self, a: &ArchConfig, inv_freq: &[f32], tokens: Tensor<2, Int>) -> Tensor<3> {
+        let [b, n] = tokens.dims();
+        let positions: Vec<Vec<usize>> = vec![(0..n).collect(); b];
+        let (cos, sin) = rope_tables(inv_freq, &positions, &tokens.device());
+        let (hidden, _) = self.forward_hidden(a, tokens, StepAux { cos, sin, mask: None, past: Vec::new() });
+        self.head(hidden)
+    }
+
     /// Logits `[batch, len, vocab]` from normed hidden states.
     pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {

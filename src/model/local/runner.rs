@@ -62,12 +62,7 @@ impl Runner {
     /// Logits `[batch, seq, vocab]` of a causal pass over `input_ids`
     /// (positions 0..seq; right padding does not affect earlier positions).
     pub fn forward_logits(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
-        let [b, n] = input_ids.dims();
-        let positions: Vec<Vec<usize>> = vec![(0..n).collect(); b];
-        let (cos, sin) = rope_tables(&self.inv_freq, &positions, &input_ids.device());
-        let aux = StepAux { cos, sin, mask: None, past: Vec::new() };
-        let (hidden, _) = self.lm.forward_hidden(&self.arch, input_ids, aux);
-        self.lm.head(hidden)
+        self.lm.forward_logits(&self.arch, &self.inv_freq, input_ids)
     }
 
     /// Per-token log-probs of `targets` under `logits`: `[batch, seq]`.
