@@ -82,7 +82,7 @@ fn sft_matches(name: &str) {
     assert!(rel(row.grad_norm, want_norm) < 1e-4, "{name}: SFT grad norm {} vs {want_norm}", row.grad_norm);
 }
 
-fn dpo_matches(name: &str) {
+fn dpo_matches(name: &str, activation_checkpointing: bool) {
     let exp = expected(name);
     let d = &exp["dpo"];
     let policy = load(name);
@@ -106,6 +106,7 @@ fn dpo_matches(name: &str) {
     let mut cfg = one_step(adam["lr"].as_f64().unwrap(), adam["weight_decay"].as_f64().unwrap());
     cfg.betas = (adam["betas"][0].as_f64().unwrap(), adam["betas"][1].as_f64().unwrap());
     cfg.eps = adam["eps"].as_f64().unwrap();
+    cfg.activation_checkpointing = activation_checkpointing;
     let obj = Objective::Dpo { pairs: vec![pair.clone()], reference: vec![(r[0], r[1])], beta, label_smoothing: 0.0, loss: DpoLoss::Sigmoid };
     let out = train(policy.net().clone(), policy.arch(), &obj, &cfg, "t", &RunControl::default()).unwrap();
     let row = &out.log[0];
@@ -148,12 +149,12 @@ fn sft_loss_and_gradient_norm_match_transformers_qwen2() {
 
 #[test]
 fn dpo_values_and_one_adamw_step_match_trl_llama() {
-    dpo_matches("tiny-llama");
+    dpo_matches("tiny-llama", false);
 }
 
 #[test]
 fn dpo_values_and_one_adamw_step_match_trl_qwen2() {
-    dpo_matches("tiny-qwen2");
+    dpo_matches("tiny-qwen2", false);
 }
 
 /// A tiny `init` model whose tokenizer knows the toy vocabulary.
@@ -194,6 +195,13 @@ fn toy_sft(model: &LocalModel) -> Vec<Example> {
             Example::prompt_completion(&p, &c)
         })
         .collect()
+}
+
+/// Gradient checkpointing (activations recomputed in the backward pass)
+/// must not change a number: the same fixture values after one step.
+#[test]
+fn dpo_step_with_activation_checkpointing_matches_trl() {
+    dpo_matches("tiny-llama", true);
 }
 
 #[test]

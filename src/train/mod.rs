@@ -119,6 +119,15 @@ pub struct TrainConfig {
     /// DPO: `sigmoid` (DPO) or `ipo`.
     #[serde(default)]
     pub loss: DpoLoss,
+    /// Recompute memory-bound activations in the backward pass instead of
+    /// keeping them (burn's balanced gradient checkpointing): less memory,
+    /// the same numbers, some more compute.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub activation_checkpointing: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for TrainConfig {
@@ -143,6 +152,7 @@ impl Default for TrainConfig {
             threads: None,
             label_smoothing: 0.0,
             loss: DpoLoss::Sigmoid,
+            activation_checkpointing: false,
         }
     }
 }

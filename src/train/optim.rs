@@ -61,17 +61,22 @@ pub fn param_names<M: Module>(module: &M) -> Vec<(ParamId, String, usize)> {
 }
 
 /// Moves a module's parameters onto the autodiff version of their device
-/// with gradients required.
-pub fn to_trainable<M: Module>(module: M) -> M {
-    struct Lift;
+/// with gradients required (with burn's balanced gradient checkpointing when
+/// `checkpointing`; every tensor of a graph must share the strategy).
+pub fn to_trainable<M: Module>(module: M, checkpointing: bool) -> M {
+    struct Lift(bool);
     impl ModuleMapper for Lift {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let (id, t, mapper) = param.consume();
             let t = if t.is_autodiff() { t.inner() } else { t };
-            Param::from_mapped_value(id, Tensor::from_inner(t).require_grad(), mapper)
+            let mut t = Tensor::from_inner(t);
+            if self.0 {
+                t = t.with_gradient_checkpointing_strategy(burn::tensor::GradientCheckpointingStrategy::Balanced);
+            }
+            Param::from_mapped_value(id, t.require_grad(), mapper)
         }
     }
-    module.map(&mut Lift)
+    module.map(&mut Lift(checkpointing))
 }
 
 /// Gradients summed over micro-batches, by parameter id.

@@ -235,7 +235,11 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
     }
     let device = lm.devices().first().cloned().unwrap_or_else(Device::flex);
     let base_device = if device.is_autodiff() { device.clone().inner() } else { device.clone() };
-    let ad_device = base_device.clone().autodiff();
+    let ad_device = if cfg.activation_checkpointing {
+        base_device.clone().autodiff().gradient_checkpointing()
+    } else {
+        base_device.clone().autodiff()
+    };
     let inv_freq = arch.rope.inv_freq(arch.head_dim);
     let total = total_steps(n, cfg);
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64 + cfg.warmup_steps;
@@ -259,7 +263,7 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
             }
         }
     }
-    let mut model = to_trainable(lm);
+    let mut model = to_trainable(lm, cfg.activation_checkpointing);
     let lens: Vec<usize> = (0..n).map(|i| obj.example_len(i)).collect();
     let steps_per_epoch = n.div_ceil(cfg.batch_size.max(1)) as u64;
     let threads = cfg.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -135,13 +135,38 @@ impl CausalLm {
     /// keys/values per layer (`[batch, kv_heads, new_len, head_dim]`, not
     /// concatenated with the past).
     pub fn forward_hidden(&self, a: &ArchConfig, tokens: Tensor<2, Int>, aux: StepAux) -> (Tensor<3>, Vec<LayerKv>) {
-        let [b, n] = tokens.dims();
-        let (h, kvh, hd) = (a.num_attention_heads, a.num_key_value_heads, a.head_dim);
+        let (h, kvh) = (a.num_attention_heads, a.num_key_value_heads);
         let device = tokens.device();
         let native_gqa = !device.is_autodiff() && device == Device::flex();
-        let mut x = self.model.embed_tokens.forward(tokens);
-        let mut new_kv = Vec::with_capacity(self.model.layers.len());
         let mask = aux.mask.map(|m| if mask_means_keep(&device) { m.bool_not() } else { m });
+        let mut new_kv = Vec::with_capacity(self.model.layers.len());
+        let past = aux.past;
+        let hidden = self.forward_with(a, tokens, &aux.cos, &aux.sin, |li, q, k, v| {
+            new_kv.push((k.clone(), v.clone()));
+            let (k, v) = match past.get(li) {
+                Some((pk, pv)) => (Tensor::cat(vec![pk.clone(), k], 2), Tensor::cat(vec![pv.clone(), v], 2)),
+                None => (k, v),
+            };
+            let (k, v) = if native_gqa || h == kvh { (k, v) } else { (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh)) };
+            let m = mask.clone().map(|m| if native_gqa { m } else { let [mb, _, mq, mk] = m.dims(); m.expand([mb, h, mq, mk]) });
+            let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: m.is_none() };
+            attention(q, k, v, m, None, opts)
+        });
+        (hidden, new_kv)
+    }
+
+    /// The decoder layer loop with the attention itself left to `attend`:
+    /// it gets the layer index, this step's queries `[batch, heads, new_len,
+    /// head_dim]` and keys/values `[batch, kv_heads, new_len, head_dim]`
+    /// (RoPE applied) and returns the attention output `[batch, heads,
+    /// new_len, head_dim]`. Returns the final normed hidden states.
+    pub fn forward_with<F>(&self, a: &ArchConfig, tokens: Tensor<2, Int>, cos: &Tensor<4>, sin: &Tensor<4>, mut attend: F) -> Tensor<3>
+    where
+        F: FnMut(usize, Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<4>,
+    {
+        let [b, n] = tokens.dims();
+        let (h, kvh, hd) = (a.num_attention_heads, a.num_key_value_heads, a.head_dim);
+        let mut x = self.model.embed_tokens.forward(tokens);
         for (li, layer) in self.model.layers.iter().enumerate() {
             let resid = x.clone();
             let y = layer.input_layernorm.forward(x);
@@ -149,17 +174,9 @@ impl CausalLm {
             let q = sa.q_proj.forward(y.clone()).reshape([b, n, h, hd]).swap_dims(1, 2);
             let k = sa.k_proj.forward(y.clone()).reshape([b, n, kvh, hd]).swap_dims(1, 2);
             let v = sa.v_proj.forward(y).reshape([b, n, kvh, hd]).swap_dims(1, 2);
-            let q = rope(q, &aux.cos, &aux.sin);
-            let k = rope(k, &aux.cos, &aux.sin);
-            new_kv.push((k.clone(), v.clone()));
-            let (k, v) = match aux.past.get(li) {
-                Some((pk, pv)) => (Tensor::cat(vec![pk.clone(), k], 2), Tensor::cat(vec![pv.clone(), v], 2)),
-                None => (k, v),
-            };
-            let (k, v) = if native_gqa || h == kvh { (k, v) } else { (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh)) };
-            let m = mask.clone().map(|m| if native_gqa { m } else { let [mb, _, mq, mk] = m.dims(); m.expand([mb, h, mq, mk]) });
-            let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: m.is_none() };
-            let o = attention(q, k, v, m, None, opts);
+            let q = rope(q, cos, sin);
+            let k = rope(k, cos, sin);
+            let o = attend(li, q, k, v);
             let o = o.swap_dims(1, 2).reshape([b, n, h * hd]);
             x = resid + sa.o_proj.forward(o);
             let resid = x.clone();
@@ -168,7 +185,7 @@ impl CausalLm {
             let y = mlp.down_proj.forward(silu(mlp.gate_proj.forward(y.clone())) * mlp.up_proj.forward(y));
             x = resid + y;
         }
-        (self.model.norm.forward(x), new_kv)
+        self.model.norm.forward(x)
     }
 
     /// Logits `[batch, len, vocab]` of a plain causal pass over `tokens`

@@ -8,6 +8,8 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use super::config::ArchConfig;
+use rayon::prelude::*;
+
 use super::net::{rope_tables, CausalLm, StepAux};
 use super::weights::to_vec_f32;
 
@@ -47,12 +49,18 @@ pub struct Runner {
     pub arch: ArchConfig,
     pub inv_freq: Vec<f32>,
     pub device: Device,
+    /// Decode steps (one new token per row) attend on the host, straight
+    /// from each sequence's own cache, instead of padding every row's cache
+    /// into one tensor per step. On by default on the CPU backend, where the
+    /// cache already lives in host memory.
+    pub host_decode: bool,
 }
 
 impl Runner {
     pub fn new(lm: CausalLm, arch: ArchConfig, device: Device) -> Self {
         let inv_freq = arch.rope.inv_freq(arch.head_dim);
-        Self { lm, arch, inv_freq, device }
+        let host_decode = !device.is_autodiff() && device == Device::flex();
+        Self { lm, arch, inv_freq, device, host_decode }
     }
 
     fn kv_per_token(&self) -> usize {
@@ -126,6 +134,9 @@ impl Runner {
         let (kvh, hd, nl) = (a.num_key_value_heads, a.head_dim, a.num_hidden_layers);
         let per_tok = self.kv_per_token();
         let lmax = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        if self.host_decode && lmax > 0 && new.iter().all(|n| n.len() == 1) {
+            return self.decode_host(seqs, new);
+        }
         let nmax = new.iter().map(|n| n.len()).max().unwrap_or(1).max(1);
         let padded = seqs.iter().any(|s| s.len() != lmax) || new.iter().any(|n| n.len() != nmax) || lmax > 0;
         let mut ids = vec![0i64; b * nmax];
@@ -196,4 +207,95 @@ impl Runner {
         }
         logits.chunks(vocab).map(<[f32]>::to_vec).collect()
     }
+
+    /// A decode step with attention on the host: each row's query attends to
+    /// its own cached keys/values (no padding, no per-step re-assembly of the
+    /// batch's caches), rows in parallel. The projections, MLP and head stay
+    /// batched on the backend.
+    fn decode_host(&self, seqs: &mut [&mut SeqKv], new: &[&[u32]]) -> Vec<Vec<f32>> {
+        let a = &self.arch;
+        let b = seqs.len();
+        let (h, kvh, hd) = (a.num_attention_heads, a.num_key_value_heads, a.head_dim);
+        let per_tok = kvh * hd;
+        let ids: Vec<i64> = new.iter().map(|n| n[0] as i64).collect();
+        let positions: Vec<Vec<usize>> = seqs.iter().map(|s| vec![s.len()]).collect();
+        let (cos, sin) = rope_tables(&self.inv_freq, &positions, &self.device);
+        let ids_t = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 1]), &self.device);
+        let device = self.device.clone();
+        let hidden = self.lm.forward_with(a, ids_t, &cos, &sin, |li, q, k, v| {
+            let (qh, kh, vh) = (to_vec_f32(q), to_vec_f32(k), to_vec_f32(v));
+            for (i, s) in seqs.iter_mut().enumerate() {
+                s.layers[li].0.extend_from_slice(&kh[i * per_tok..(i + 1) * per_tok]);
+                s.layers[li].1.extend_from_slice(&vh[i * per_tok..(i + 1) * per_tok]);
+            }
+            let view: &[&mut SeqKv] = seqs;
+            let mut out = vec![0f32; b * h * hd];
+            out.par_chunks_mut(h * hd).enumerate().for_each(|(i, o)| {
+                let (k, v) = &view[i].layers[li];
+                attend_row(&qh[i * h * hd..(i + 1) * h * hd], k, v, h, kvh, hd, o);
+            });
+            Tensor::<4>::from_data(TensorData::new(out, [b, h, 1, hd]), &device)
+        });
+        let logits = to_vec_f32(self.lm.head(hidden));
+        for i in 0..b {
+            seqs[i].tokens.extend_from_slice(new[i]);
+        }
+        logits.chunks(a.vocab_size).map(<[f32]>::to_vec).collect()
+    }
+}
+
+/// Softmax attention of one row's queries `q` (`[heads, head_dim]`) over its
+/// cache (`k`, `v`: token-major `[len, kv_heads, head_dim]`), grouped-query
+/// heads sharing a kv head; writes `[heads, head_dim]` into `out`.
+fn attend_row(q: &[f32], k: &[f32], v: &[f32], h: usize, kvh: usize, hd: usize, out: &mut [f32]) {
+    let per_tok = kvh * hd;
+    let len = k.len() / per_tok;
+    let rep = h / kvh;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let mut scores = vec![0f32; h * len];
+    for t in 0..len {
+        let krow = &k[t * per_tok..(t + 1) * per_tok];
+        for hq in 0..h {
+            let g = hq / rep;
+            scores[hq * len + t] = dot(&q[hq * hd..(hq + 1) * hd], &krow[g * hd..(g + 1) * hd]) * scale;
+        }
+    }
+    for s in scores.chunks_mut(len.max(1)) {
+        let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0.0;
+        for x in s.iter_mut() {
+            *x = (*x - max).exp();
+            total += *x;
+        }
+        let inv = 1.0 / total;
+        s.iter_mut().for_each(|x| *x *= inv);
+    }
+    out.fill(0.0);
+    for t in 0..len {
+        let vrow = &v[t * per_tok..(t + 1) * per_tok];
+        for hq in 0..h {
+            let g = hq / rep;
+            let p = scores[hq * len + t];
+            for (o, &x) in out[hq * hd..(hq + 1) * hd].iter_mut().zip(&vrow[g * hd..(g + 1) * hd]) {
+                *o += p * x;
+            }
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators (vectorises).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
 }
