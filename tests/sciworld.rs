@@ -1,10 +1,10 @@
 //! ScienceWorld through the bridge: task lists and spec (no simulator), then
 //! the real simulator (needs `pip install scienceworld==1.2.3` and Java 17):
-//! gold replays per topic, the consecutive-invalid rule, a worker killed,
-//! hung or answering garbage mid-episode, a retried episode counted once,
-//! and no process left behind.
+//! gold replays of every task type on the dev list, the consecutive-invalid
+//! rule, a worker killed, hung or answering garbage mid-episode, a retried
+//! episode counted once, and no process left behind.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +84,58 @@ fn task_lists_match_the_release() {
     assert_eq!((m.name.as_str(), m.max_steps), ("measure-melting-point-known-substance", 120));
 }
 
+/// What the release's lists hold, precisely: ScienceWorld has 30 tasks in
+/// 10 topics (its `tasks.json` ids `1-1` … `10-2`), but every list holds
+/// the same 24 tasks under 9 release prefixes (`task-1`, `-2`, `-2a`, `-3`
+/// … `-7`, `-10`), which are 8 of the simulator's topics: no task of topic
+/// 9 (inclined planes: the release's `task-8-*`) or topic 10 (Mendelian
+/// genetics: `task-9-*`), and not `measure-melting-point-unknown-substance`
+/// (2-3, absent from `taskname2id.json` too).
+#[test]
+fn task_lists_hold_24_tasks_of_8_simulator_topics() {
+    for s in tasks::SPLITS {
+        let list = tasks::split_tasks(s).unwrap();
+        let names: BTreeSet<&str> = list.iter().map(|t| t.name.as_str()).collect();
+        let prefixes: BTreeSet<String> = list.iter().map(|t| t.topic()).collect();
+        let topics: BTreeSet<u32> = list.iter().map(|t| t.package_topic()).collect();
+        assert_eq!(names.len(), 24, "{s}: {names:?}");
+        assert_eq!(
+            prefixes.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["task-1", "task-10", "task-2", "task-2a", "task-3", "task-4", "task-5", "task-6", "task-7"],
+            "{s}"
+        );
+        assert_eq!(topics.into_iter().collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>(), "{s}");
+        let absent: Vec<&str> =
+            tasks::PACKAGE_TASK_IDS.iter().map(|(n, _)| *n).filter(|n| !names.contains(n)).collect();
+        assert_eq!(
+            absent,
+            [
+                "measure-melting-point-unknown-substance",
+                "inclined-plane-determine-angle",
+                "inclined-plane-friction-named-surfaces",
+                "inclined-plane-friction-unnamed-surfaces",
+                "mendelian-genetics-known-plant",
+                "mendelian-genetics-unknown-plant",
+            ],
+            "{s}"
+        );
+    }
+}
+
+/// The embedded table of the simulator's task ids is the installed
+/// package's `tasks.json`.
+#[test]
+fn package_task_ids_match_the_installed_simulator() {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import json, scienceworld.constants as c; print(json.dumps([[t['task_name'], t['task_id']] for t in c.TASKS]))"])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Vec<(String, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    let want: Vec<(String, String)> = tasks::PACKAGE_TASK_IDS.iter().map(|(n, i)| (n.to_string(), i.to_string())).collect();
+    assert_eq!(got, want);
+}
+
 #[test]
 fn spec_parses_and_validates() {
     let s: SciworldEnvSpec = toml::from_str("workers = 2\npython = \"python3\"\ntasks = { train = 10, dev = 5 }").unwrap();
@@ -106,42 +158,51 @@ fn missing_python_names_the_install() {
     assert!(err.contains("pip install scienceworld==1.2.3"), "{err}");
 }
 
+/// The acceptance check, on everything the dev list has: each of its 24
+/// task types (so each of its 9 release prefixes and 8 simulator topics)
+/// scores 1.0 on a gold replay of one of its first 3 variations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gold_replay_scores_one_per_topic() {
+async fn gold_replay_scores_one_on_every_dev_task_type() {
     let env = env(2);
     assert_eq!(env.tasks("dev", None).unwrap().len(), 194);
-    let mut by_topic: BTreeMap<String, Vec<TaskInfo>> = BTreeMap::new();
+    let mut by_name: BTreeMap<String, Vec<(tasks::SciTask, TaskInfo)>> = BTreeMap::new();
     for (t, info) in tasks::split_tasks("seen").unwrap().iter().zip(env.tasks("seen", None).unwrap()) {
-        by_topic.entry(t.topic()).or_default().push(info);
+        by_name.entry(t.name.clone()).or_default().push((t.clone(), info));
     }
-    assert_eq!(by_topic.len(), 9, "{:?}", by_topic.keys().collect::<Vec<_>>());
+    assert_eq!(by_name.len(), 24);
     let mut set = tokio::task::JoinSet::new();
-    for (topic, list) in by_topic {
+    for (name, list) in by_name {
         let env = env.clone();
         set.spawn(async move {
             let mut tried = Vec::new();
-            for t in list.iter().take(3) {
-                let g = gold_trajectory(&env, t).await.unwrap_or_else(|e| panic!("{}: {e}", t.task_id));
+            for (t, info) in list.iter().take(3) {
+                let g = gold_trajectory(&env, info).await.unwrap_or_else(|e| panic!("{}: {e}", info.task_id));
                 assert!(g.goal.starts_with("Your task is to"), "{}", g.goal);
                 assert!(!g.goal.contains("Task Description"));
-                tried.push((t.task_id.clone(), g.reward, g.turns.len()));
+                tried.push((info.task_id.clone(), g.reward, g.turns.len()));
                 if g.reward == 1.0 {
-                    assert!(g.success);
-                    return (topic, Some(t.task_id.clone()), tried);
+                    assert!(g.success && g.done);
+                    return (name, Some(t.clone()), tried);
                 }
             }
-            (topic, None, tried)
+            (name, None, tried)
         });
     }
-    let mut missing = Vec::new();
+    let (mut prefixes, mut topics, mut missing) = (BTreeSet::new(), BTreeSet::new(), Vec::new());
     while let Some(r) = set.join_next().await {
-        let (topic, ok, tried) = r.unwrap();
-        eprintln!("{topic}: {ok:?} {tried:?}");
-        if ok.is_none() {
-            missing.push(topic);
+        let (name, ok, tried) = r.unwrap();
+        eprintln!("{name}: {:?} {tried:?}", ok.as_ref().map(|t| t.task_id()));
+        match ok {
+            Some(t) => {
+                prefixes.insert(t.topic());
+                topics.insert(t.package_topic());
+            }
+            None => missing.push(name),
         }
     }
     assert!(missing.is_empty(), "no gold replay scored 1.0 for {missing:?}");
+    assert_eq!(prefixes.len(), 9, "{prefixes:?}");
+    assert_eq!(topics.into_iter().collect::<Vec<_>>(), (1..=8).collect::<Vec<_>>());
     assert_eq!(env.pool_stats().failed, 0);
     assert!(env.pool_stats().started <= 2);
 }
@@ -300,3 +361,4 @@ async fn no_worker_outlives_the_environment() {
     drop(env);
     assert_eq!(wait_gone(&pids).await, Vec::<i32>::new());
 }
+
