@@ -2,7 +2,11 @@
 //! the real simulator (needs `pip install scienceworld==1.2.3` and Java 17):
 //! gold replays of every task type on the dev list, the consecutive-invalid
 //! rule, a worker killed, hung or answering garbage mid-episode, a retried
-//! episode counted once, and no process left behind.
+//! episode counted once, no process left behind, and the `expert` stage
+//! through `mpo-run` (a worker killed by pid mid-run, Ctrl-C and SIGKILL of
+//! the runner, resumed runs that lose and duplicate nothing).
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -362,3 +366,163 @@ async fn no_worker_outlives_the_environment() {
     assert_eq!(wait_gone(&pids).await, Vec::<i32>::new());
 }
 
+// ---- the `expert` stage through `mpo-run` ----
+
+/// A spec whose only stage is ScienceWorld's `expert` on the first
+/// `tasks` train tasks.
+fn expert_spec(name: &str, tasks: usize) -> String {
+    format!(
+        "[experiment]\nname = \"{name}\"\n\n[envs.sci]\nkind = \"sciworld\"\nworkers = 2\ntasks = {{ train = {tasks} }}\n"
+    )
+}
+
+/// The bridge workers (Python, each the leader of its process group) that
+/// the runner `parent` started.
+fn bridge_children(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 2 || f[0] == "Z" || f[1].parse::<i32>().ok() != Some(parent) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        // (not the short-lived `--check` of the installation)
+        if cmdline.contains("sciworld_bridge") && !cmdline.contains("--check") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Polls `f` every 100 ms for up to `secs`.
+fn poll<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn gone_within(pgids: &[i32], secs: u64) -> Vec<i32> {
+    let left = || pgids.iter().flat_map(|&g| group_members(g)).collect::<Vec<i32>>();
+    poll(secs, || left().is_empty().then_some(())).map_or_else(left, |_| Vec::new())
+}
+
+fn spawn(ctx: &common::TestContext, args: &[&str]) -> std::process::Child {
+    ctx.command(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("run mpo-run")
+}
+
+fn expert_artifact(ctx: &common::TestContext) -> std::path::PathBuf {
+    let dir = ctx.path("results/artifacts/expert");
+    let mut dirs: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+/// Rows of the `expert` artifact: one per task, each a gold replay that
+/// scored 1.0, in the agent's ReAct message format.
+fn check_expert_rows(ctx: &common::TestContext, n: usize) {
+    let art = expert_artifact(ctx);
+    let rows: Vec<mpo_run::store::table::EpisodeRow> = mpo_run::store::table::read_rows(&art.join("episodes.parquet")).unwrap();
+    let want: Vec<String> = tasks::split_tasks("train").unwrap()[..n].iter().map(|t| t.task_id()).collect();
+    assert_eq!(rows.iter().map(|r| r.task_id.clone()).collect::<Vec<_>>(), want, "one row per task, in task order");
+    let trajectories = std::fs::read_to_string(art.join("trajectories.jsonl")).unwrap();
+    assert_eq!(trajectories.lines().count(), n);
+    for (r, line) in rows.iter().zip(trajectories.lines()) {
+        assert_eq!((r.stage.as_str(), r.agent.as_str(), r.split.as_str()), ("expert", "expert", "train"));
+        assert_eq!((r.reward, r.success, r.finish_reason.as_str()), (1.0, true, "success"), "{}", r.task_id);
+        let t: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(t["task_id"], r.task_id.as_str());
+        assert_eq!(t["turns"].as_array().unwrap().len() as u64, r.steps);
+        let m: Vec<mpo_run::model::Message> = serde_json::from_str(&r.messages).unwrap();
+        assert_eq!(m.len() as u64, 1 + 2 * r.steps);
+        assert!(m[0].content.starts_with("Your task is to"), "{}", m[0].content);
+        assert!(m[1].content.starts_with("Action: ") && m[2].content.starts_with("Observation: "), "{m:?}");
+    }
+}
+
+/// `mpo-run` on a ScienceWorld env: the `expert` stage replays gold
+/// sequences; a worker killed by pid mid-run costs a replay, not a row.
+#[test]
+fn expert_stage_replays_gold_and_survives_a_killed_worker() {
+    let ctx = common::TestContext::new();
+    ctx.write("sci.toml", &expert_spec("sci-expert", 4));
+    let dry = ctx.run(&["--dry-run", "sci.toml"]);
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("`expert[sci/train]`"));
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("4 items: 0 cached, 4 to run"));
+
+    let child = spawn(&ctx, &["sci.toml"]);
+    let runner = child.id() as i32;
+    // A worker that has had time to start its JVM and load a task.
+    let first = poll(60, || bridge_children(runner).first().copied()).expect("a bridge worker starts");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(bridge_children(runner).contains(&first), "the run ended too early for the test");
+    unsafe { libc::kill(first, libc::SIGKILL) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("again from the start"), "the kill hit a replay: {stderr}");
+    check_expert_rows(&ctx, 4);
+    assert_eq!(common::journal_lines(&ctx, "expert"), 4, "each task journaled once");
+    assert_eq!(gone_within(&[first], 10), Vec::<i32>::new());
+
+    let again = ctx.run(&["sci.toml"]);
+    assert!(again.status.success());
+    let summary = String::from_utf8_lossy(&again.stderr);
+    assert!(summary.contains("0 stages ran, 1 cached"), "{summary}");
+    assert_eq!(common::journal_lines(&ctx, "expert"), 4);
+}
+
+/// Ctrl-C and SIGKILL of the runner mid-stage leave no worker behind, and
+/// the next run resumes from the journal: every task once, none lost.
+#[test]
+fn interrupted_expert_runs_leave_no_worker_and_resume() {
+    let ctx = common::TestContext::new();
+    ctx.write("sci.toml", &expert_spec("sci-resume", 6));
+    let mut journaled = 0;
+    for signal in [libc::SIGINT, libc::SIGKILL] {
+        let mut child = spawn(&ctx, &["sci.toml"]);
+        let runner = child.id() as i32;
+        let before = journaled;
+        poll(120, || (common::journal_lines(&ctx, "expert") > before).then_some(())).expect("an item finishes");
+        let workers = bridge_children(runner);
+        assert!(!workers.is_empty(), "workers are running");
+        unsafe { libc::kill(runner, signal) };
+        let status = child.wait().unwrap();
+        if signal == libc::SIGINT {
+            assert_eq!(status.code(), Some(130), "Ctrl-C exits with 130");
+        }
+        assert_eq!(gone_within(&workers, 10), Vec::<i32>::new(), "signal {signal}: workers outlived the runner");
+        journaled = common::journal_lines(&ctx, "expert");
+        assert!(journaled < 6, "the run was interrupted mid-stage ({journaled} items)");
+    }
+    let out = ctx.run(&["sci.toml"]);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{summary}");
+    assert!(summary.contains(&format!("({} items computed, {journaled} reused)", 6 - journaled)), "{summary}");
+    check_expert_rows(&ctx, 6);
+    assert_eq!(common::journal_lines(&ctx, "expert"), 6, "nothing lost, nothing duplicated");
+}
+
+/// Plans with a ScienceWorld planner env: the rule teacher is refused with
+/// the key, its value and its file; a teacher model plans the expert's
+/// gold replays and the seed plans; an env without an expert is named.
+#[test]
+fn seed_plan_sources_on_sciworld_plan_or_error_clearly() {
+    let ctx = common::TestContext::new();
+    let base = "[experiment]\nname = \"sci-seeds\"\n\n[models.teacher]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"t\"\n\n[envs.sci]\nkind = \"sciworld\"\ntasks = { train = 3 }\n\n[envs.gym]\nkind = \"agentgym\"\nenv = \"alfworld\"\nurl = \"http://127.0.0.1:9\"\n";
+    ctx.write("rule.toml", &format!("{base}\n[planner]\nenv = \"sci\"\n"));
+    insta::assert_snapshot!("sciworld_rule_teacher_refused", ctx.snapshot_text(&ctx.run(&["--dry-run", "rule.toml"])));
+    ctx.write("llm.toml", &format!("{base}\n[planner]\nenv = \"sci\"\nteacher = \"teacher\"\n"));
+    insta::assert_snapshot!("sciworld_llm_teacher_plans", ctx.snapshot_text(&ctx.run(&["--dry-run", "llm.toml"])));
+    ctx.write("gym.toml", &format!("{base}\n[planner]\nenv = \"gym\"\nteacher = \"teacher\"\n"));
+    insta::assert_snapshot!("agentgym_has_no_expert", ctx.snapshot_text(&ctx.run(&["--dry-run", "gym.toml"])));
+}
