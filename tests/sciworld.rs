@@ -7,6 +7,8 @@
 //! the runner, resumed runs that lose and duplicate nothing).
 
 mod common;
+#[path = "support/fake_openai.rs"]
+mod fake_openai;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -525,4 +527,35 @@ fn seed_plan_sources_on_sciworld_plan_or_error_clearly() {
     insta::assert_snapshot!("sciworld_llm_teacher_plans", ctx.snapshot_text(&ctx.run(&["--dry-run", "llm.toml"])));
     ctx.write("gym.toml", &format!("{base}\n[planner]\nenv = \"gym\"\nteacher = \"teacher\"\n"));
     insta::assert_snapshot!("agentgym_has_no_expert", ctx.snapshot_text(&ctx.run(&["--dry-run", "gym.toml"])));
+}
+
+/// Seed plans on ScienceWorld: an LLM teacher is given the ScienceWorld
+/// App. E.1 prompt with each gold replay as the conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_teacher_writes_seed_plans_from_gold_replays() {
+    let teacher = fake_openai::FakeServer::start(fake_openai::FakeOptions::default().responder(|_: &[mpo_run::model::Message]| {
+        "<meta_plan>\nStep 1: Go to the room where the object may be.\nStep 2: Focus on it.\n</meta_plan>".to_string()
+    }))
+    .await;
+    let ctx = common::TestContext::new();
+    let spec = format!(
+        "{}\n[models.gpt]\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"teacher\"\n\n[planner]\nenv = \"sci\"\nteacher = \"gpt\"\n",
+        expert_spec("sci-teacher", 3),
+        teacher.base_url()
+    );
+    ctx.write("seeds.toml", &spec);
+    let out = common::run_bin(&ctx, &["seeds.toml"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_expert_rows(&ctx, 3);
+    let plans: Vec<mpo_run::store::table::PlanRow> =
+        mpo_run::store::table::read_rows(&ctx.path("results/sci-teacher/plans.parquet")).unwrap();
+    let want: Vec<String> = tasks::split_tasks("train").unwrap()[..3].iter().map(|t| t.task_id()).collect();
+    assert_eq!(plans.iter().map(|p| p.task_id.clone()).collect::<Vec<_>>(), want);
+    assert!(plans.iter().all(|p| p.planner == "teacher:gpt" && p.text.starts_with("Step 1: Go to the room")));
+    let prompts: Vec<String> = teacher.requests().iter().filter_map(|r| r.last_message().map(str::to_string)).collect();
+    assert_eq!(prompts.len(), 3);
+    for p in &prompts {
+        assert!(p.contains("meta plan for a scientific task") && p.contains("Your task is to"), "{p}");
+        assert!(p.contains("\nAction: ") && p.contains("Observation: "), "the gold replay is the conversation: {p}");
+    }
 }
