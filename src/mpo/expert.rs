@@ -243,18 +243,18 @@ pub fn expert_episode(split: Split, index: usize, max_steps: u32) -> builtin::Tr
 
 /// A ScienceWorld task's gold replay, restarted after an environment
 /// failure up to `retries` times; then a transient `env_failure` item.
-pub async fn gold_item(env: &SciworldEnv, task: &TaskInfo, retries: u32) -> serde_json::Value {
+pub async fn gold_item(env: &SciworldEnv, task: &TaskInfo, retries: u32) -> Result<serde_json::Value> {
     let mut last = String::new();
     for _ in 0..=retries {
         match sciworld::gold_trajectory(env, task).await {
-            Ok(g) => return serde_json::to_value(ExpertTrajectory::from(g)).unwrap_or_default(),
+            Ok(g) => return Ok(serde_json::to_value(ExpertTrajectory::from(g))?),
             Err(e) => {
                 tracing::warn!("task `{}`: {e}; replaying its gold sequence again from the start", task.task_id);
                 last = e.to_string();
             }
         }
     }
-    serde_json::json!({ "task_id": task.task_id, "env_failure": last })
+    Ok(serde_json::json!({ "task_id": task.task_id, "env_failure": last }))
 }
 
 /// The chat history of a trajectory in the released ReAct format: the task
@@ -330,7 +330,7 @@ pub async fn run(w: &ExpertWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Resu
             let results = ctx
                 .run_items(items, s.workers, move |task: TaskInfo| {
                     let env = env.clone();
-                    async move { Ok(gold_item(&env, &task, retries).await) }
+                    async move { gold_item(&env, &task, retries).await }
                 })
                 .await?;
             (tasks, results)
