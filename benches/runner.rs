@@ -68,7 +68,13 @@ fn main() {
         inputs: vec![],
         key: "bench".into(),
         variants: vec!["base".into()],
-        work: Work::Expert(ExpertWork { env_name: "x".into(), max_steps: 30, split: mpo_run::env::builtin::Split::Train, tasks: 0 }),
+        work: Work::Expert(ExpertWork {
+            env_name: "x".into(),
+            env: mpo_run::spec::EnvSpec::Builtin(mpo_run::spec::BuiltinEnvSpec { max_steps: 30, tasks: Default::default() }),
+            split: "train".into(),
+            tasks: 0,
+            env_retries: 0,
+        }),
     };
     let ctx = NodeCtx {
         store: store.clone(),

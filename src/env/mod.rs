@@ -192,11 +192,18 @@ pub fn build(spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvErr
 #[derive(Default)]
 pub struct Registry {
     cache: std::sync::Mutex<std::collections::HashMap<String, Arc<dyn Environment>>>,
+    /// ScienceWorld pools, typed (the `expert` stage replays gold
+    /// sequences on them); [`Registry::get`] hands out the same ones.
+    sciworld: std::sync::Mutex<std::collections::HashMap<String, Arc<sciworld::SciworldEnv>>>,
 }
 
 impl Registry {
     /// The environment of `spec`, built (and health-checked) on first use.
     pub async fn get(&self, spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
+        if let crate::spec::EnvSpec::Sciworld(s) = spec {
+            let env: Arc<dyn Environment> = self.sciworld(s).await?;
+            return Ok(env);
+        }
         let key = serde_json::to_string(spec).unwrap_or_default();
         if let Some(e) = self.cache.lock().expect("env registry poisoned").get(&key) {
             return Ok(e.clone());
@@ -205,5 +212,17 @@ impl Registry {
         env.health_check().await?;
         self.cache.lock().expect("env registry poisoned").insert(key, env.clone());
         Ok(env)
+    }
+
+    /// The ScienceWorld environment of `spec` (one worker pool per settings
+    /// for the whole run), built on first use.
+    pub async fn sciworld(&self, spec: &sciworld::SciworldEnvSpec) -> Result<Arc<sciworld::SciworldEnv>, EnvError> {
+        let key = serde_json::to_string(spec).unwrap_or_default();
+        if let Some(e) = self.sciworld.lock().expect("env registry poisoned").get(&key) {
+            return Ok(e.clone());
+        }
+        let env = sciworld::build(spec).map_err(EnvError)?;
+        env.health_check().await?;
+        Ok(self.sciworld.lock().expect("env registry poisoned").entry(key).or_insert(env).clone())
     }
 }

@@ -6,14 +6,16 @@
 //!
 //! Wiring:
 //! ```text
-//! expert ─► seed_plans                         (needs [planner])
-//! sample_plans ─► mc_rollouts ─► pairs         (needs planner.model, mpo.explorer)
+//! expert ─► seed_plans ─► sft                  (needs [planner]; or planner.seed_set)
+//! expert (+ seed_plans) ─► init_model, agent_sft
+//! sample_plans ─► mc_rollouts ─► pairs ─► dpo, rft   (needs planner.model, mpo.explorer)
 //! test_plans(variant, env, split) ─► eval(agent, env, split, variant, insertion)
 //! eval(agent, env, split, none)                (no plans)
+//! test_plans(mpo), test_plans(sft) ─► judge
 //! ```
-//! Not available yet (they need local models and trainers): `agent_sft`,
-//! `sft`, `dpo`, `rft` and so the `mpo`/`rft` planner variants, and the
-//! `judge` stage. A spec that needs them gets a clear error.
+//! An `expert` exists for the built-in world and ScienceWorld (gold
+//! replays); the rule teacher for the built-in world only. A spec that
+//! needs what its envs lack gets an error naming the key and its file.
 
 use anyhow::{bail, Result};
 
@@ -88,6 +90,8 @@ fn draft(stage: &'static str, version: u32, label: String, config: serde_json::V
 /// stage that produced their weights.
 struct Builder<'a> {
     spec: &'a Spec,
+    /// Where a spec key's value came from (file, `--set`, default).
+    source: &'a dyn Fn(&str) -> String,
     out: Vec<Draft>,
     experts: BTreeMap<String, usize>,
     seeds: Option<usize>,
@@ -112,6 +116,16 @@ impl<'a> Builder<'a> {
             return Ok(i);
         }
         let env = self.env(env_name)?;
+        if !matches!(env, EnvSpec::Builtin(_) | EnvSpec::Sciworld(_)) {
+            bail!(
+                "`envs.{env_name}.kind` = \"{}\" in {}: this env has no expert, and the spec needs its expert trajectories \
+                 (seed plans from a teacher, an `init` model's tokenizer corpus, or agent SFT); envs with an expert: \
+                 `kind = \"builtin\"`, `kind = \"sciworld\"`\nhint: give the planner a seed set (`planner.seed_set = \"seeds.jsonl\"`), \
+                 or learn on a built-in or ScienceWorld env",
+                env.kind(),
+                (self.source)(&format!("envs.{env_name}.kind"))
+            );
+        }
         let i = self.push(expert::draft(env_name, env, self.spec)?);
         self.experts.insert(env_name.to_string(), i);
         Ok(i)
@@ -128,8 +142,22 @@ impl<'a> Builder<'a> {
             self.seeds = Some(i);
             return Ok(i);
         }
-        let expert = self.expert(&env_name)?;
         let env = self.env(&env_name)?;
+        if planner.teacher == "rule" && !matches!(env, EnvSpec::Builtin(_)) {
+            let (allowed, or_teacher) = match env {
+                EnvSpec::Sciworld(_) => (
+                    "a teacher model declared in `[models]` (`planner.teacher = \"NAME\"`: the paper's App. E.1 prompt on the simulator's gold trajectories) or a seed set file (`planner.seed_set`)",
+                    " or `planner.teacher` to a model name",
+                ),
+                _ => ("a seed set file (`planner.seed_set`): this env has no expert", ""),
+            };
+            bail!(
+                "`planner.teacher` = \"rule\" in {}: the rule teacher summarises the built-in world's expert only, and the planner's env `{env_name}` is `kind = \"{}\"`; allowed: {allowed}\nhint: set `planner.seed_set = \"seeds.jsonl\"` (lines `{{\"task_id\", \"task\", \"plan\"}}`){or_teacher}",
+                (self.source)("planner.teacher"),
+                env.kind()
+            );
+        }
+        let expert = self.expert(&env_name)?;
         let i = self.push(seed_plans::draft(&env_name, env, self.spec, planner, expert)?);
         self.seeds = Some(i);
         Ok(i)
@@ -254,10 +282,12 @@ struct Planner {
 }
 
 /// The stage instances one variant needs, in topological order.
-pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
+///
+/// `source` says where a spec key's value came from, for errors.
+pub fn drafts(spec: &Spec, source: &dyn Fn(&str) -> String) -> Result<Vec<Draft>> {
     let seed = spec.experiment.seed;
     let prompts = spec.experiment.prompts.clone();
-    let mut b = Builder { spec, out: Vec::new(), experts: BTreeMap::new(), seeds: None, produced: BTreeMap::new(), planner_env: None };
+    let mut b = Builder { spec, source, out: Vec::new(), experts: BTreeMap::new(), seeds: None, produced: BTreeMap::new(), planner_env: None };
     let mut planner_state: Option<Planner> = None;
     let wanted = |v: PlannerVariant| spec.eval.as_ref().is_some_and(|e| e.planners.contains(&v));
 
@@ -488,9 +518,10 @@ pub fn drafts(spec: &Spec) -> Result<Vec<Draft>> {
     }
 
     if b.out.is_empty() {
-        // Nothing else asked: the expert of each env (useful to inspect a world).
+        // Nothing else asked: the expert of each env that has one (useful
+        // to inspect a world, or to make ScienceWorld's gold trajectories).
         for (name, env) in &spec.envs {
-            if matches!(env, EnvSpec::Builtin(_)) {
+            if matches!(env, EnvSpec::Builtin(_) | EnvSpec::Sciworld(_)) {
                 b.out.push(expert::draft(name, env, spec)?);
             }
         }
@@ -514,8 +545,8 @@ pub fn item_keys(node: &Node, plan: &Plan, store: &Store) -> Result<Option<Vec<S
         store.exists(n.stage, &n.key).then(|| store.artifact_dir(n.stage, &n.key))
     };
     Ok(match &node.work {
-        Work::Expert(w) => Some(w.item_keys()),
-        Work::SeedPlans(w) => Some(w.item_keys()),
+        Work::Expert(w) => Some(w.item_keys()?),
+        Work::SeedPlans(w) => Some(w.item_keys()?),
         Work::SamplePlans(w) => Some(w.item_keys()?),
         Work::TestPlans(w) => Some(w.item_keys()?),
         Work::McRollouts(w) => match input_dir(0) {

@@ -1,14 +1,16 @@
 //! Stage `seed_plans`: the (task, meta plan) seed set the planner is
 //! fine-tuned on (paper §3.1, App. C).
 //!
-//! - In: an `expert` artifact (trajectories).
+//! - In: an `expert` artifact (trajectories of the built-in world or
+//!   ScienceWorld).
 //! - Out: `seed_set.jsonl` (task id, task text, plan, flaw) and
 //!   `plans.parquet` (planner `teacher:<name>`, sample 0).
 //! - Key: teacher identity, `planner.flaw_rate`, `experiment.seed`, the task
 //!   count, and the expert's key. Items: one per task, keyed by the same
-//!   settings and the trajectory's content.
+//!   settings, the task and what fixes its trajectory (the built-in world's
+//!   generator version; another env's identity).
 //!
-//! Teachers: `rule` — the built-in world's summariser, with a fraction
+//! Teachers: `rule` — the built-in world's summariser (that world only), with a fraction
 //! `flaw_rate` of deliberately flawed plans (too concrete, wrong appliance,
 //! missing step) so that SFT plans are imperfect and MC/DPO has something to
 //! fix; or a chat model given the paper's App. E.1 prompt (the task and the
@@ -23,6 +25,7 @@ use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
 use super::common::{derive_seed, prompt_set, write_jsonl};
+use super::expert::ExpertTrajectory;
 use crate::agent::prompt::{render_example, PromptSet};
 use crate::model::{ChatModel, ChatRequest, Message};
 use crate::spec::ModelSpec;
@@ -48,6 +51,7 @@ pub struct SeedPlansWork {
     pub flaw_rate: f64,
     pub seed: u64,
     pub tasks: usize,
+    pub env: EnvSpec,
 }
 
 /// One entry of the seed set.
@@ -95,6 +99,7 @@ pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec, planner: &PlannerSpec, 
         flaw_rate: planner.flaw_rate,
         seed: spec.experiment.seed,
         tasks,
+        env: env.clone(),
     };
     let config = serde_json::json!({
         "teacher": work.teacher,
@@ -117,8 +122,7 @@ pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec, planner: &PlannerSpec, 
 
 impl SeedPlansWork {
     fn item_key(&self, task_id: &str) -> String {
-        short_hash(
-            &serde_json::json!({
+        let mut v = serde_json::json!({
                 "stage": NAME,
                 "version": VERSION,
                 "generator_version": builtin::GENERATOR_VERSION,
@@ -129,15 +133,24 @@ impl SeedPlansWork {
                 "flaw_rate": self.flaw_rate,
                 "seed": self.seed,
                 "task": task_id,
-            })
-            .to_string(),
-        )
+            });
+        // The built-in world's keys predate other envs: no identity there.
+        if let EnvSpec::Sciworld(s) = &self.env {
+            v["env"] = s.identity();
+        }
+        short_hash(&v.to_string())
     }
 
-    pub fn item_keys(&self) -> Vec<String> {
-        (0..self.tasks)
-            .map(|i| self.item_key(&builtin::Game::new(builtin::Split::Train, i).task_id()))
-            .collect()
+    pub fn item_keys(&self) -> Result<Vec<String>> {
+        Ok(super::expert::train_task_ids(&self.env_name, &self.env, self.tasks)?.iter().map(|id| self.item_key(id)).collect())
+    }
+
+    /// The prompt family of the teacher's App. E.1 prompt.
+    fn family(&self) -> crate::agent::prompt::Family {
+        match &self.env {
+            EnvSpec::Sciworld(_) => crate::agent::prompt::Family::Sciworld,
+            _ => crate::agent::prompt::Family::Alfworld,
+        }
     }
 
     /// The per-task seed of the teacher's choices.
@@ -150,15 +163,15 @@ impl SeedPlansWork {
 pub async fn run(w: &SeedPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
     let trajectories = super::expert::read_trajectories(&ctx.inputs[0].1)?;
     let trajectories: Vec<_> = trajectories.into_iter().take(w.tasks).collect();
-    let items: Vec<(String, builtin::Trajectory)> =
+    let items: Vec<(String, ExpertTrajectory)> =
         trajectories.into_iter().map(|t| (w.item_key(&t.task_id), t)).collect();
     let results = match &w.teacher_model {
         Some(spec) => {
             let model = ctx.models.get(&w.teacher, spec)?;
             model.ready().await?;
-            let prompts = Arc::new(prompt_set(&w.prompts, crate::agent::prompt::Family::Alfworld)?);
+            let prompts = Arc::new(prompt_set(&w.prompts, w.family())?);
             let work = w.clone();
-            ctx.run_items(items, 64, move |t: builtin::Trajectory| {
+            ctx.run_items(items, 64, move |t: ExpertTrajectory| {
                 let (model, prompts, seed) = (model.clone(), prompts.clone(), work.task_seed(&t.task_id));
                 let attempts = work.attempts;
                 async move { Ok(serde_json::to_value(llm_seed(model.as_ref(), &prompts, &t, attempts, seed).await?)?) }
@@ -173,14 +186,17 @@ pub async fn run(w: &SeedPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> R
 async fn rule_seeds(
     w: &SeedPlansWork,
     ctx: &NodeCtx,
-    items: Vec<(String, builtin::Trajectory)>,
+    items: Vec<(String, ExpertTrajectory)>,
 ) -> Result<crate::exec::ItemResults> {
     let (flaw_rate, work) = (w.flaw_rate, w.clone());
     ctx
         .run_items(items, 1, move |t| {
             let seed = work.task_seed(&t.task_id);
             async move {
-                let p = builtin::teacher_plan(&t, flaw_rate, seed);
+                let b = t.to_builtin().ok_or_else(|| {
+                    anyhow!("the rule teacher needs the built-in world's trajectories; task `{}` is not one", t.task_id)
+                })?;
+                let p = builtin::teacher_plan(&b, flaw_rate, seed);
                 let entry = SeedPlan {
                     task_id: t.task_id.clone(),
                     task: t.goal.clone(),
@@ -195,7 +211,7 @@ async fn rule_seeds(
 }
 
 /// Asks the teacher model for a seed plan, retrying unparseable replies.
-async fn llm_seed(model: &dyn ChatModel, prompts: &PromptSet, t: &builtin::Trajectory, attempts: u32, seed: u64) -> Result<SeedPlan> {
+async fn llm_seed(model: &dyn ChatModel, prompts: &PromptSet, t: &ExpertTrajectory, attempts: u32, seed: u64) -> Result<SeedPlan> {
     let messages = super::expert::trajectory_messages(t);
     let conversation = render_example(&messages);
     let prompt = prompts.seed_prompt(&t.goal, conversation.trim_end());

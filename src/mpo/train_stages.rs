@@ -25,7 +25,7 @@ use super::common::{prompt_set, read_jsonl, write_jsonl};
 use super::models::ModelRef;
 use super::seed_plans::SeedPlan;
 use crate::agent::prompt::{observation_message, opening, Family};
-use crate::env::builtin::Trajectory;
+use super::expert::ExpertTrajectory as Trajectory;
 use crate::exec::{NodeCtx, StageOutput};
 use crate::model::local::{init_model, LocalModel, LocalModelConfig};
 use crate::model::Message;
@@ -275,11 +275,11 @@ pub async fn run_agent_sft(w: &AgentSftWork, ctx: &NodeCtx, writer: &ArtifactWri
         let demo = if w.demonstrations == "follower" {
             let game = crate::env::builtin::Game::from_task_id(&t.task_id)
                 .ok_or_else(|| anyhow!("agent_sft: `follower` demonstrations need the built-in world (task `{}`)", t.task_id))?;
-            crate::env::builtin::follower_trajectory(&game, plan, max_steps)
+            crate::env::builtin::follower_trajectory(&game, plan, max_steps).into()
         } else {
             t.clone()
         };
-        if demo.reward < 1.0 {
+        if !demo.succeeded() {
             continue;
         }
         kept += 1;

@@ -107,7 +107,9 @@ impl Plan {
         };
         let mut by_key: HashMap<String, usize> = HashMap::new();
         for variant in variants {
-            let drafts = mpo::drafts(&variant.loaded.spec)?;
+            let loaded = &variant.loaded;
+            let source = |key: &str| crate::spec::load::source_of(&loaded.figment, &loaded.path, key);
+            let drafts = mpo::drafts(&loaded.spec, &source)?;
             let mut ids: Vec<usize> = Vec::with_capacity(drafts.len());
             for d in drafts {
                 let inputs: Vec<usize> = d.inputs.iter().map(|&i| ids[i]).collect();

@@ -399,6 +399,10 @@ pub struct GoldTrajectory {
     pub reward: f64,
     /// The goal state was reached.
     pub success: bool,
+    /// The simulator ended the episode (goal, negative score, move limit, or
+    /// the invalid-action rule) before the gold sequence ran out.
+    #[serde(default)]
+    pub done: bool,
 }
 
 impl GoldTrajectory {
@@ -428,10 +432,12 @@ pub async fn gold_trajectory(env: &SciworldEnv, task: &TaskInfo) -> Result<GoldT
     }
     let mut tracker = Tracker::new(u32::MAX);
     let mut turns = Vec::with_capacity(gold.len());
+    let mut done = false;
     for a in gold {
         let out = step_on(&mut lease, &mut tracker, &a).await?;
         turns.push((a, out.observation));
         if out.done {
+            done = true;
             break;
         }
     }
@@ -444,6 +450,7 @@ pub async fn gold_trajectory(env: &SciworldEnv, task: &TaskInfo) -> Result<GoldT
         turns,
         reward: tracker.best.clamp(0.0, 1.0),
         success: tracker.success,
+        done,
     })
 }
 

@@ -55,6 +55,54 @@ impl SciTask {
     pub fn topic(&self) -> String {
         topic_of(&self.release_name)
     }
+    /// The simulator's own topic number (1–10; see [`PACKAGE_TASK_IDS`]).
+    pub fn package_topic(&self) -> u32 {
+        package_topic(&self.name).expect("every listed task is in PACKAGE_TASK_IDS")
+    }
+}
+
+/// ScienceWorld's own task ids (`topic-task`) by canonical name, from the
+/// `scienceworld` 1.2.3 package's `tasks.json` (30 tasks in 10 topics). The
+/// release's `task-N-` prefixes number topics differently: its `task-2` and
+/// `task-2a` are both topic 3 (Electricity), its `task-10` is topic 2
+/// (Measurement), and its `task-3` … `task-9` are topics 4 … 10.
+pub const PACKAGE_TASK_IDS: [(&str, &str); 30] = [
+    ("boil", "1-1"),
+    ("melt", "1-2"),
+    ("freeze", "1-3"),
+    ("change-the-state-of-matter-of", "1-4"),
+    ("use-thermometer", "2-1"),
+    ("measure-melting-point-known-substance", "2-2"),
+    ("measure-melting-point-unknown-substance", "2-3"),
+    ("power-component", "3-1"),
+    ("power-component-renewable-vs-nonrenewable-energy", "3-2"),
+    ("test-conductivity", "3-3"),
+    ("test-conductivity-of-unknown-substances", "3-4"),
+    ("find-living-thing", "4-1"),
+    ("find-non-living-thing", "4-2"),
+    ("find-plant", "4-3"),
+    ("find-animal", "4-4"),
+    ("grow-plant", "5-1"),
+    ("grow-fruit", "5-2"),
+    ("chemistry-mix", "6-1"),
+    ("chemistry-mix-paint-secondary-color", "6-2"),
+    ("chemistry-mix-paint-tertiary-color", "6-3"),
+    ("lifespan-longest-lived", "7-1"),
+    ("lifespan-shortest-lived", "7-2"),
+    ("lifespan-longest-lived-then-shortest-lived", "7-3"),
+    ("identify-life-stages-1", "8-1"),
+    ("identify-life-stages-2", "8-2"),
+    ("inclined-plane-determine-angle", "9-1"),
+    ("inclined-plane-friction-named-surfaces", "9-2"),
+    ("inclined-plane-friction-unnamed-surfaces", "9-3"),
+    ("mendelian-genetics-known-plant", "10-1"),
+    ("mendelian-genetics-unknown-plant", "10-2"),
+];
+
+/// The simulator's topic (1–10) of a canonical task name.
+pub fn package_topic(name: &str) -> Option<u32> {
+    let (_, id) = PACKAGE_TASK_IDS.iter().find(|(n, _)| *n == name)?;
+    id.split('-').next()?.parse().ok()
 }
 
 /// `task-2a-test-conductivity` → `task-2a`.

@@ -65,8 +65,23 @@ pub struct Installation {
 }
 
 /// Checks that `python` runs, imports `scienceworld`, and finds `java`;
-/// the error names the one-line install.
+/// the error names the one-line install. A success is remembered for the
+/// process (plans build the environment many times; each check starts
+/// Python and Java).
 pub fn check_installation(python: &str) -> Result<Installation, String> {
+    static FOUND: OnceLock<Mutex<std::collections::HashMap<String, Installation>>> = OnceLock::new();
+    let found = FOUND.get_or_init(Default::default);
+    if let Some(i) = found.lock().ok().and_then(|m| m.get(python).cloned()) {
+        return Ok(i);
+    }
+    let inst = check_installation_now(python)?;
+    if let Ok(mut m) = found.lock() {
+        m.insert(python.to_string(), inst.clone());
+    }
+    Ok(inst)
+}
+
+fn check_installation_now(python: &str) -> Result<Installation, String> {
     let script = bridge_script().map_err(|e| format!("cannot write the ScienceWorld bridge script: {e}"))?;
     let out = std::process::Command::new(python)
         .arg(&script)
