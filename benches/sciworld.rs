@@ -159,9 +159,9 @@ fn main() {
                 s.episodes as f64 * 60.0 / s.wall.as_secs_f64(),
                 s.load_time.as_secs_f64() * 1000.0 / s.episodes as f64,
             );
-            let detail = format!("{} episodes ({} steps) replaying gold actions, seen split, {workers} workers", s.episodes, s.steps);
-            f.record(&format!("episodes/min, {workers} workers"), s.episodes as f64 * 60.0 / s.wall.as_secs_f64(), "episodes/min", &detail);
-            f.record(&format!("mean step through the bridge, {workers} workers"), step_ms, "ms", &detail);
+            let detail = format!("{} episodes ({} steps) replaying gold actions, seen split, workers = {workers}", s.episodes, s.steps);
+            f.record(&format!("episodes/min, workers = {workers}"), s.episodes as f64 * 60.0 / s.wall.as_secs_f64(), "episodes/min", &detail);
+            f.record(&format!("mean step through the bridge, workers = {workers}"), step_ms, "ms", &detail);
         }
 
         let script = std::env::temp_dir().join("mpo-run-sciworld-direct-bench.py");

@@ -66,7 +66,7 @@ fn run(f: &mut common::Figures, name: &str, m: &LocalModel, obj: &Objective, cfg
         secs / steps as f64,
         (steps * tokens_per_step) as f64 / secs
     );
-    let detail = format!("{steps} optimizer steps of {tokens_per_step} tokens, {} worker threads", cfg.threads.unwrap_or(1));
+    let detail = format!("{steps} optimizer steps of {tokens_per_step} tokens, threads = {}", cfg.threads.unwrap_or(1));
     f.record(name, (steps * tokens_per_step) as f64 / secs, "tokens/s", &detail);
 }
 
