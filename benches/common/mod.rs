@@ -31,8 +31,14 @@ impl Figures {
         let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty() && v != "0");
         let quick = set("MPO_BENCH_QUICK") || legacy_quick.is_some_and(set) || !args.iter().any(|a| a == "--bench");
         // `cargo test --release NAME` hands NAME to every test binary: run
-        // only when it matches this bench, as libtest would.
-        if let Some(filter) = args.iter().find(|a| !a.starts_with('-')) {
+        // only when it matches this bench, as libtest would (skipping the
+        // values of libtest's options).
+        let takes_value = ["--skip", "--test-threads", "--color", "--format", "--logfile", "-Z"];
+        let filter = args
+            .iter()
+            .enumerate()
+            .find(|(i, a)| !a.starts_with('-') && (*i == 0 || !takes_value.contains(&args[i - 1].as_str())));
+        if let Some((_, filter)) = filter {
             if !bench.contains(filter.as_str()) {
                 println!("{bench}: skipped (filter `{filter}`)");
                 std::process::exit(0);
