@@ -19,8 +19,16 @@ use divan::Bencher;
 use mpo_run::env::builtin::{Action, Game, Split};
 
 fn main() {
-    divan::main();
+    // Under `cargo test` divan's CLI would reject libtest's options
+    // (`--test-threads`): there it runs each bench once, without parsing.
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    if bench_mode {
+        divan::main();
+    }
     let mut figures = common::Figures::start("world", None);
+    if !bench_mode {
+        divan::Divan::default().test_benches();
+    }
     let runs = if figures.quick() { 3 } else { 31 };
     let pool = games();
     let loops: [(&str, usize, fn(&[Game], u64) -> usize); 3] = [

@@ -30,6 +30,14 @@ impl Figures {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty() && v != "0");
         let quick = set("MPO_BENCH_QUICK") || legacy_quick.is_some_and(set) || !args.iter().any(|a| a == "--bench");
+        // libtest's listing (`cargo test -- --list`, cargo-nextest): one test
+        // per bench, never an ignored one.
+        if args.iter().any(|a| a == "--list") {
+            if !args.iter().any(|a| a == "--ignored") {
+                println!("{bench}: test");
+            }
+            std::process::exit(0);
+        }
         // `cargo test --release NAME` hands NAME to every test binary: run
         // only when it matches this bench, as libtest would (skipping the
         // values of libtest's options).
