@@ -5,7 +5,9 @@
 #   that answers after a fixed latency (bench/fixed_latency_chat.py);
 #   run by mpo-run (`eval` stage) and by bench/reference_loop.py (the
 #   released code's style: one process, one episode and one request at a time).
-# Prints wall time and client CPU time (user+sys) of each, and the ratios.
+# Prints wall time and client CPU time (user+sys) of each, and the ratios;
+# writes them as JSON lines to $MPO_BENCH_RESULTS/compare.jsonl (default
+# target/bench-results/) for bench/benchmarks.py.
 #
 #   bench/compare_reference.sh [EPISODES=40] [LATENCY_MS=50]
 # Needs: cargo, python3 (standard library only).
@@ -15,6 +17,8 @@ K="${1:-40}"
 LAT="${2:-50}"
 cargo build --release --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/mpo-run"
+RESULTS="${MPO_BENCH_RESULTS:-${CARGO_TARGET_DIR:-target}/bench-results}"
+mkdir -p "$RESULTS"
 ENV_PORT="${ENV_PORT:-18801}"
 CHAT_PORT="${CHAT_PORT:-18802}"
 work="$(mktemp -d)"
@@ -59,9 +63,9 @@ splits = ["seen"]
 tasks = $K
 concurrency = 256
 TOML
-python3 - "$BIN" "$work/compare.toml" "$K" "$ENV_PORT" "$CHAT_PORT" "$LAT" <<'PY'
-import os, resource, subprocess, sys, time
-binary, spec, k, env_port, chat_port, lat = sys.argv[1:]
+python3 - "$BIN" "$work/compare.toml" "$K" "$ENV_PORT" "$CHAT_PORT" "$LAT" "$RESULTS/compare.jsonl" <<'PY'
+import json, os, resource, subprocess, sys, time
+binary, spec, k, env_port, chat_port, lat, results = sys.argv[1:]
 def measure(cmd):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
@@ -79,4 +83,16 @@ print(f"workload: {k} episodes x 30 steps, chat latency {lat} ms, built-in world
 print(f"reference loop (python, sequential): wall {ref[0]:8.2f} s   client CPU {ref[1]:7.2f} s")
 print(f"mpo-run eval                       : wall {ours[0]:8.2f} s   client CPU {ours[1]:7.2f} s")
 print(f"speed-up (wall): {ref[0] / ours[0]:.1f}x   client CPU ratio (reference / mpo-run): {ref[1] / max(ours[1], 1e-9):.2f}")
+detail = f"{k} episodes x 30 steps, chat latency {lat} ms, built-in world over HTTP"
+figures = [
+    ("reference loop wall time (python, sequential)", ref[0], "s"),
+    ("mpo-run eval wall time", ours[0], "s"),
+    ("speed-up (wall, reference / mpo-run)", ref[0] / ours[0], "x"),
+    ("reference loop client CPU (user+sys)", ref[1], "s"),
+    ("mpo-run client CPU (user+sys)", ours[1], "s"),
+    ("client CPU ratio (reference / mpo-run)", ref[1] / max(ours[1], 1e-9), "x"),
+]
+with open(results, "w") as f:
+    for name, value, unit in figures:
+        f.write(json.dumps({"bench": "compare", "figure": name, "value": value, "unit": unit, "detail": detail, "quick": False}) + "\n")
 PY

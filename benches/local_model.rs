@@ -2,7 +2,10 @@
 //! tokens/s at batch 1 and 32 for the tiny fixtures and a ~25M-parameter
 //! `init` model, and multi-turn episode throughput through `ChatModel` with
 //! and without prefix KV reuse. `cargo bench --bench local_model`
-//! (`LOCAL_BENCH_QUICK=1` for a short run).
+//! (quick mode: `MPO_BENCH_QUICK=1` or `LOCAL_BENCH_QUICK=1`, or `cargo test
+//! --release --bench local_model`).
+
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -52,7 +55,7 @@ fn params(m: &LocalModel) -> usize {
     m.net().num_params()
 }
 
-fn prefill_decode(name: &str, m: &LocalModel, batch: usize, prompt_len: usize, decode_steps: usize) {
+fn prefill_decode(f: &mut common::Figures, name: &str, m: &LocalModel, batch: usize, prompt_len: usize, decode_steps: usize) {
     let vocab = m.arch().vocab_size as u32;
     let prompts: Vec<Vec<u32>> =
         (0..batch).map(|b| (0..prompt_len).map(|i| ((i * 7 + b * 13) as u32 + 3) % vocab).collect()).collect();
@@ -77,9 +80,12 @@ fn prefill_decode(name: &str, m: &LocalModel, batch: usize, prompt_len: usize, d
         (batch * prompt_len) as f64 / prefill,
         (batch * decode_steps) as f64 / decode
     );
+    let detail = format!("{prompt_len}-token prompts, {decode_steps} decode steps, flex CPU backend");
+    f.record(&format!("{name} prefill, batch {batch}"), (batch * prompt_len) as f64 / prefill, "tokens/s", &detail);
+    f.record(&format!("{name} decode, batch {batch}"), (batch * decode_steps) as f64 / decode, "tokens/s", &detail);
 }
 
-fn episodes(name: &str, m: Arc<LocalModel>, n: usize, turns: usize, max_tokens: u32) -> f64 {
+fn episodes(f: &mut common::Figures, name: &str, m: Arc<LocalModel>, n: usize, turns: usize, max_tokens: u32) -> f64 {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let t = Instant::now();
     rt.block_on(async {
@@ -112,31 +118,36 @@ fn episodes(name: &str, m: Arc<LocalModel>, n: usize, turns: usize, max_tokens: 
         (n * turns) as f64 / secs,
         m.engine_stats().1
     );
+    let detail = format!("{n} concurrent episodes x {turns} turns, up to {max_tokens} tokens per turn");
+    f.record(&format!("{name} chat turns"), (n * turns) as f64 / secs, "turns/s", &detail);
     secs
 }
 
 fn main() {
-    let quick = std::env::var("LOCAL_BENCH_QUICK").is_ok();
+    let mut figures = common::Figures::start("local_model", Some("LOCAL_BENCH_QUICK"));
+    let quick = figures.quick();
+    let f = &mut figures;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let steps = if quick { 8 } else { 32 };
     for name in ["tiny-llama", "tiny-qwen2"] {
         let m = LocalModel::load(&fixtures.join(name), LocalModelConfig::default()).expect("load fixture");
         for b in [1, 32] {
-            prefill_decode(name, &m, b, 128, steps);
+            prefill_decode(f, name, &m, b, 128, steps);
         }
     }
     let t = Instant::now();
     let big = model_25m();
     println!("init-25m: {} parameters, vocab {}, built in {:.1} s", params(&big), big.arch().vocab_size, t.elapsed().as_secs_f64());
+    f.record("init-25m parameters", params(&big) as f64, "parameters", &format!("vocab {}", big.arch().vocab_size));
     for b in [1, 32] {
-        prefill_decode("init-25m", &big, b, 128, if quick { 4 } else { 16 });
+        prefill_decode(f, "init-25m", &big, b, 128, if quick { 4 } else { 16 });
     }
     let (n, turns, max_tokens) = if quick { (8, 3, 16) } else { (32, 4, 24) };
     for name in ["tiny-llama"] {
         for reuse in [true, false] {
             let cfg = LocalModelConfig { kv_cache_tokens: if reuse { 1 << 20 } else { 0 }, ..Default::default() };
             let m = Arc::new(LocalModel::load(&fixtures.join(name), cfg).expect("load"));
-            episodes(&format!("{name} kv-reuse={reuse}"), m, n, turns, max_tokens);
+            episodes(f, &format!("{name} kv-reuse={reuse}"), m, n, turns, max_tokens);
         }
     }
     let dir = std::env::temp_dir().join(format!("mpo-bench-25m-{}", std::process::id()));
@@ -144,7 +155,7 @@ fn main() {
     for reuse in [true, false] {
         let cfg = LocalModelConfig { kv_cache_tokens: if reuse { 1 << 20 } else { 0 }, ..Default::default() };
         let m = Arc::new(LocalModel::load(&dir, cfg).expect("load 25M"));
-        episodes(&format!("init-25m kv-reuse={reuse}"), m, n / 2, turns, max_tokens);
+        episodes(f, &format!("init-25m kv-reuse={reuse}"), m, n / 2, turns, max_tokens);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

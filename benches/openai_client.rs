@@ -5,7 +5,10 @@
 //! semaphore, parsing). Client and server share this process's cores.
 //!
 //! `cargo bench --bench openai_client` (env `MPO_BENCH_CALLS` = calls per
-//! concurrency level, default 4000).
+//! concurrency level, default 4000; 200 in quick mode: `MPO_BENCH_QUICK=1`
+//! or `cargo test --release --bench openai_client`).
+
+mod common;
 
 #[path = "../tests/support/fake_openai.rs"]
 mod fake_openai;
@@ -74,7 +77,9 @@ fn us(d: Duration) -> f64 {
 }
 
 fn main() {
-    let calls: usize = std::env::var("MPO_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(4000);
+    let mut figures = common::Figures::start("openai_client", None);
+    let default_calls = if figures.quick() { 200 } else { 4000 };
+    let calls: usize = std::env::var("MPO_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(default_calls);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
         let fake = FakeServer::start(FakeOptions::default()).await;
@@ -136,6 +141,12 @@ fn main() {
                 us(ours.p50) - us(base.p50),
                 us(ours.p99) - us(base.p99),
             );
+            let detail = format!("{calls} calls, concurrency {conc}, in-process instant server, 2 tokio workers");
+            figures.record(&format!("client calls/s, concurrency {conc}"), ours.calls_per_s, "calls/s", &detail);
+            figures.record(&format!("bare reqwest calls/s, concurrency {conc}"), base.calls_per_s, "calls/s", &detail);
+            figures.record(&format!("client p50 latency, concurrency {conc}"), us(ours.p50), "µs", &detail);
+            figures.record(&format!("client p99 latency, concurrency {conc}"), us(ours.p99), "µs", &detail);
+            figures.record(&format!("added p50 latency vs bare reqwest, concurrency {conc}"), us(ours.p50) - us(base.p50), "µs", &detail);
         }
     });
 }

@@ -5,6 +5,10 @@
 //! Prints the wall time of each phase: reading the episodes column-wise,
 //! building the paper's tables, and the whole report (tables in three
 //! formats, four figures in SVG and PNG, the summary and `index.md`).
+//! Quick mode (`MPO_BENCH_QUICK=1`, or `cargo test --release --bench
+//! report`): a 3,000-episode file only.
+
+mod common;
 
 use std::time::Instant;
 
@@ -65,26 +69,37 @@ name = "figure6"
 kind = "judge"
 "#;
 
-fn time<T>(label: &str, f: impl FnOnce() -> T) -> T {
+fn time<T>(figures: &mut common::Figures, label: &str, detail: &str, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
     let out = f();
-    println!("{label:<48} {:>9.1} ms", t.elapsed().as_secs_f64() * 1e3);
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    println!("{label:<48} {ms:>9.1} ms");
+    figures.record(label, ms, "ms", detail);
     out
 }
 
 fn main() {
+    let mut figures = common::Figures::start("report", None);
+    let sizes: &[(&str, usize)] =
+        if figures.quick() { &[("quick size", 30)] } else { &[("quickstart size", 300), ("1M episodes", 9_901)] };
     let spec: ReportSpec = toml::from_str(SPEC).expect("bench spec parses");
     let dir = tempfile::tempdir().expect("temp dir");
     // 101 cells of `tasks` episodes each: 9,901 per cell ≈ 1.0M.
-    for (label, tasks) in [("quickstart size", 300usize), ("1M episodes", 9_901)] {
+    for &(label, tasks) in sizes {
         let results = dir.path().join(label.replace(' ', "_"));
-        let (rows, _) = time(&format!("[{label}] generate + write results"), || synth::write(&results, tasks, 200).expect("fixture"));
+        let t = Instant::now();
+        let (rows, _) = synth::write(&results, tasks, 200).expect("fixture");
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let detail = format!("{rows} episodes, 200 judge rows");
+        let f = &mut figures;
+        println!("{:<48} {ms:>9.1} ms", format!("[{label}] generate + write results"));
+        f.record(&format!("[{label}] generate + write results"), ms, "ms", &detail);
         println!("[{label}] {rows} episodes");
-        let eps = time(&format!("[{label}] read episodes (column-wise)"), || {
+        let eps = time(f, &format!("[{label}] read episodes (column-wise)"), &detail, || {
             Records::episodes(&results.join("episodes.parquet")).expect("read")
         });
         let judge = Records::judge(&results.join("judge.parquet")).expect("read");
-        time(&format!("[{label}] build 4 tables"), || {
+        time(f, &format!("[{label}] build 4 tables"), &detail, || {
             for (_, t) in tables::build_all(&spec, Some(&eps), Some(&judge)) {
                 t.expect("table");
             }
@@ -92,7 +107,7 @@ fn main() {
         let out = dir.path().join(format!("{}_reports", label.replace(' ', "_")));
         // Two passes: the first includes font loading and cold caches.
         for pass in 1..=2 {
-            time(&format!("[{label}] whole report, pass {pass}"), || {
+            time(f, &format!("[{label}] whole report, pass {pass}"), &detail, || {
                 write_dir("bench", &spec, &results, &out).expect("report")
             });
         }

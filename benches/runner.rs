@@ -2,7 +2,10 @@
 //! executor's per-item cost (journal append + bookkeeping) on 10,000
 //! trivial items, fresh and fully reused.
 //!
-//! `cargo bench --bench runner` (set `MPO_BENCH_QUICK=1` for a smoke run).
+//! `cargo bench --bench runner` (quick mode: `MPO_BENCH_QUICK=1`, or
+//! `cargo test --release --bench runner`).
+
+mod common;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,7 +44,8 @@ fn row(i: usize) -> EpisodeRow {
 }
 
 fn main() {
-    let quick = std::env::var_os("MPO_BENCH_QUICK").is_some();
+    let mut figures = common::Figures::start("runner", None);
+    let quick = figures.quick();
     let n = if quick { 2_000 } else { 200_000 };
     let dir = tempfile::tempdir().unwrap();
     let rows: Vec<EpisodeRow> = (0..n).map(row).collect();
@@ -53,8 +57,11 @@ fn main() {
     let back: Vec<EpisodeRow> = read_rows(&path).unwrap();
     let r = t.elapsed().as_secs_f64();
     assert_eq!(back.len(), n);
-    println!("parquet episodes: write {:.0} rows/s, read (typed rows) {:.0} rows/s ({n} rows, {:.1} MB)",
-        n as f64 / w, n as f64 / r, std::fs::metadata(&path).unwrap().len() as f64 / 1e6);
+    let mb = std::fs::metadata(&path).unwrap().len() as f64 / 1e6;
+    println!("parquet episodes: write {:.0} rows/s, read (typed rows) {:.0} rows/s ({n} rows, {mb:.1} MB)", n as f64 / w, n as f64 / r);
+    let detail = format!("episodes table, {n} rows, {mb:.1} MB");
+    figures.record("parquet write", n as f64 / w, "rows/s", &detail);
+    figures.record("parquet read (typed rows)", n as f64 / r, "rows/s", &detail);
 
     let items = if quick { 1_000 } else { 10_000 };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
@@ -100,5 +107,6 @@ fn main() {
             out.computed,
             out.reused
         );
+        figures.record(&format!("executor per item, {pass}"), s * 1e6 / items as f64, "µs/item", &format!("{items} trivial items, 64 in flight"));
     }
 }

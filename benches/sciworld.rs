@@ -8,6 +8,11 @@
 //!    (1 worker) against the same simulator calls made directly in a loop by
 //!    a small Python script (same tasks, same actions, one process); the
 //!    official `env.step()` (which also enumerates valid actions) for scale.
+//!
+//! Quick mode (`MPO_BENCH_QUICK=1`, or `cargo test --release --bench
+//! sciworld`): 2 tasks.
+
+mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -101,12 +106,15 @@ async fn replay(env: Arc<SciworldEnv>, jobs: Arc<Vec<(TaskInfo, Vec<String>)>>, 
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut figures = common::Figures::start("sciworld", None);
     rt.block_on(async {
-        let n: usize = std::env::var("MPO_BENCH_TASKS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+        let f = &mut figures;
+        let default_tasks = if f.quick() { 2 } else { 8 };
+        let n: usize = std::env::var("MPO_BENCH_TASKS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_tasks);
         let env2 = match sciworld::build(&SciworldEnvSpec { workers: 2, ..Default::default() }) {
             Ok(e) => e,
             Err(e) => {
-                println!("sciworld bench skipped: {e}");
+                f.skipped(&e.to_string());
                 return;
             }
         };
@@ -151,6 +159,9 @@ fn main() {
                 s.episodes as f64 * 60.0 / s.wall.as_secs_f64(),
                 s.load_time.as_secs_f64() * 1000.0 / s.episodes as f64,
             );
+            let detail = format!("{} episodes ({} steps) replaying gold actions, seen split, workers = {workers}", s.episodes, s.steps);
+            f.record(&format!("episodes/min, workers = {workers}"), s.episodes as f64 * 60.0 / s.wall.as_secs_f64(), "episodes/min", &detail);
+            f.record(&format!("mean step through the bridge, workers = {workers}"), step_ms, "ms", &detail);
         }
 
         let script = std::env::temp_dir().join("mpo-run-sciworld-direct-bench.py");
@@ -175,6 +186,7 @@ fn main() {
         let line = String::from_utf8_lossy(&out.stdout);
         let Some(v) = line.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) else {
             println!("direct python timing failed: {line}");
+            f.skipped(&format!("direct python timing failed: {line}"));
             return;
         };
         let lean = v["lean_ms"].as_f64().unwrap_or(f64::NAN);
@@ -187,5 +199,8 @@ fn main() {
             "bridge overhead per step: {:.2} ms ({bridge_step_ms:.2} ms through the bridge vs {lean:.2} ms direct)",
             bridge_step_ms - lean
         );
+        let detail = format!("{} tasks, same actions, one Python process", jobs.len());
+        f.record("direct python step (the bridge's calls)", lean, "ms", &detail);
+        f.record("bridge overhead per step", bridge_step_ms - lean, "ms", &detail);
     });
 }

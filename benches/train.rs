@@ -1,7 +1,10 @@
 //! Training throughput on the CPU (flex backend): SFT and DPO tokens/s for
 //! the tiny fixture, the quickstart's agent shape at several sequence
 //! lengths (1 and all worker threads), and a ~25M-parameter `init` model.
-//! `cargo bench --bench train` (`TRAIN_BENCH_QUICK=1` for a short run).
+//! `cargo bench --bench train` (quick mode: `MPO_BENCH_QUICK=1` or
+//! `TRAIN_BENCH_QUICK=1`, or `cargo test --release --bench train`).
+
+mod common;
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,10 +12,6 @@ use std::time::Instant;
 use mpo_run::model::local::{init_model, InitConfig, LocalModel, LocalModelConfig};
 use mpo_run::train::data::{Example, PairExample};
 use mpo_run::train::{train, DpoLoss, Objective, RunControl, Schedule, TrainConfig};
-
-fn quick() -> bool {
-    std::env::var_os("TRAIN_BENCH_QUICK").is_some()
-}
 
 fn init(layers: usize, hidden: usize, heads: usize, kv: usize, ff: usize, vocab: usize) -> LocalModel {
     let corpus: Vec<String> = (0..400).map(|i| format!("go to cabinet {i} take mug {i} from shelf {} put it in drawer {}", i % 7, i % 5)).collect();
@@ -57,7 +56,7 @@ fn cfg(batch: usize, micro: usize, threads: usize) -> TrainConfig {
     }
 }
 
-fn run(name: &str, m: &LocalModel, obj: &Objective, cfg: &TrainConfig, tokens_per_step: usize) {
+fn run(f: &mut common::Figures, name: &str, m: &LocalModel, obj: &Objective, cfg: &TrainConfig, tokens_per_step: usize) {
     let t = Instant::now();
     let out = train(m.net().clone(), m.arch(), obj, cfg, name, &RunControl::default()).expect("train");
     let secs = t.elapsed().as_secs_f64();
@@ -67,34 +66,40 @@ fn run(name: &str, m: &LocalModel, obj: &Objective, cfg: &TrainConfig, tokens_pe
         secs / steps as f64,
         (steps * tokens_per_step) as f64 / secs
     );
+    let detail = format!("{steps} optimizer steps of {tokens_per_step} tokens, threads = {}", cfg.threads.unwrap_or(1));
+    f.record(name, (steps * tokens_per_step) as f64 / secs, "tokens/s", &detail);
 }
 
 fn main() {
+    let mut figures = common::Figures::start("train", Some("TRAIN_BENCH_QUICK"));
+    let quick = figures.quick();
+    let f = &mut figures;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("training throughput, flex CPU backend, {cores} cores (forward + backward + AdamW)");
-    let steps = if quick() { 2 } else { 4 };
+    let steps = if quick { 2 } else { 4 };
 
     // The fixture (tiny-llama), SFT and DPO.
     let fixture = LocalModel::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama"), LocalModelConfig::default())
         .expect("fixture");
     let v = fixture.arch().vocab_size;
     let ex = examples(v, 8 * steps, 128);
-    run("sft tiny-llama b8x128", &fixture, &Objective::Sft(ex.clone()), &cfg(8, 8, cores), 8 * 128);
+    run(f, "sft tiny-llama b8x128", &fixture, &Objective::Sft(ex.clone()), &cfg(8, 8, cores), 8 * 128);
     let pairs: Vec<PairExample> = ex.chunks(2).map(|c| PairExample { chosen: c[0].clone(), rejected: c[1].clone() }).collect();
     let reference = vec![(-100.0, -100.0); pairs.len()];
     let dpo = Objective::Dpo { pairs, reference, beta: 0.1, label_smoothing: 0.0, loss: DpoLoss::Sigmoid };
-    run("dpo tiny-llama b4 pairs x128", &fixture, &dpo, &cfg(4, 4, cores), 8 * 128);
+    run(f, "dpo tiny-llama b4 pairs x128", &fixture, &dpo, &cfg(4, 4, cores), 8 * 128);
 
     // The quickstart agent's shape at several lengths.
     let agent = init(2, 128, 4, 2, 512, 1024);
     let v = agent.arch().vocab_size;
-    for len in [256, 512, 1024] {
+    let lens: &[usize] = if quick { &[256] } else { &[256, 512, 1024] };
+    for &len in lens {
         for threads in [1, cores] {
             if threads == 1 && cores == 1 {
                 continue;
             }
             let ex = examples(v, 8 * steps, len);
-            run(&format!("sft agent 2x128 b8x{len} threads={threads}"), &agent, &Objective::Sft(ex), &cfg(8, 4, threads), 8 * len);
+            run(f, &format!("sft agent 2x128 b8x{len} threads={threads}"), &agent, &Objective::Sft(ex), &cfg(8, 4, threads), 8 * len);
         }
     }
 
@@ -123,18 +128,21 @@ fn main() {
                 secs,
                 flops / 1e12
             );
+            let detail = format!("{:.2}B parameters, f32, `MPO_LOCAL_DEVICE` = {:?}", n as f64 / 1e9, std::env::var("MPO_LOCAL_DEVICE").unwrap_or_default());
+            f.record(&format!("sft large b{b}x{len} steady"), tps, "tokens/s", &detail);
+            f.record(&format!("sft large b{b}x{len} model FLOPs"), flops / 1e12, "TFLOP/s", &detail);
         }
     }
 
     // ~25M parameters.
-    if !quick() {
+    if !quick {
         let big = init(8, 512, 8, 4, 1408, 4096);
         let v = big.arch().vocab_size;
         let ex = examples(v, 8 * 2, 256);
-        run("sft 25M b8x256", &big, &Objective::Sft(ex.clone()), &cfg(8, 4, cores), 8 * 256);
+        run(f, "sft 25M b8x256", &big, &Objective::Sft(ex.clone()), &cfg(8, 4, cores), 8 * 256);
         let pairs: Vec<PairExample> = ex.chunks(2).map(|c| PairExample { chosen: c[0].clone(), rejected: c[1].clone() }).collect();
         let reference = vec![(-100.0, -100.0); pairs.len()];
         let dpo = Objective::Dpo { pairs, reference, beta: 0.1, label_smoothing: 0.0, loss: DpoLoss::Sigmoid };
-        run("dpo 25M b4 pairs x256", &big, &dpo, &cfg(4, 2, cores), 8 * 256);
+        run(f, "dpo 25M b4 pairs x256", &big, &dpo, &cfg(4, 2, cores), 8 * 256);
     }
 }
