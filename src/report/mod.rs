@@ -226,22 +226,21 @@ fn findings(md: &mut String, recs: &Records) -> Result<()> {
     for ((variant, env, split, agent), by) in &cells {
         let label = if variant == "base" { String::new() } else { format!(" (variant `{variant}`)") };
         writeln!(md, "**{agent} on {env}/{split}{label}**\n")?;
+        let mut lines = Vec::new();
         for (p, q) in [("mpo", "sft"), ("sft", "none"), ("mpo", "none"), ("rft", "sft"), ("mpo", "rft"), ("prompted", "none")] {
             let (Some(a), Some(b)) = (by.get(p), by.get(q)) else { continue };
             let (d, half, word) = compare(a, b);
-            writeln!(
-                md,
+            lines.push(format!(
                 "- {p} vs {q}: {:.3} vs {:.3} ({} and {} episodes) — difference {d:+.3} ± {half:.3}: {p} is {word}.",
                 stats(a).0,
                 stats(b).0,
                 a.n,
                 b.n
-            )?;
+            ));
         }
         if let (Some(none), Some(rand)) = (by.get("none"), baselines.get(&(variant.clone(), env.clone(), split.clone()))) {
             let (d, half, word) = compare(none, rand);
-            writeln!(
-                md,
+            lines.push(format!(
                 "- {agent} without plans vs random admissible actions: success {:.3} vs {:.3}, reward {:.3} vs {:.3} ({} vs {} episodes) — difference {d:+.3} ± {half:.3}: the agent is {word}.",
                 none.successes as f64 / none.n as f64,
                 rand.successes as f64 / rand.n as f64,
@@ -249,7 +248,14 @@ fn findings(md: &mut String, recs: &Records) -> Result<()> {
                 stats(rand).0,
                 none.n,
                 rand.n
-            )?;
+            ));
+        }
+        if lines.is_empty() {
+            let only: Vec<String> = by.iter().map(|(p, a)| format!("`{p}` ({:.3}, {} episodes)", stats(a).0, a.n)).collect();
+            lines.push(format!("- nothing to compare: only {} evaluated here.", only.join(", ")));
+        }
+        for l in lines {
+            writeln!(md, "{l}")?;
         }
         writeln!(md)?;
     }

@@ -267,6 +267,15 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
     let lens: Vec<usize> = (0..n).map(|i| obj.example_len(i)).collect();
     let steps_per_epoch = n.div_ceil(cfg.batch_size.max(1)) as u64;
     let threads = cfg.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads > 1 && cfg.micro_batch >= cfg.batch_size.min(n) {
+        tracing::warn!(
+            "{}: one micro-batch per step ({} examples), so a step runs on one of {threads} worker threads; \
+             `micro_batch = {}` would use them all",
+            ctl.stage,
+            cfg.batch_size.min(n),
+            cfg.batch_size.min(n).div_ceil(threads).max(1)
+        );
+    }
     let mut step = start_step;
     let mut computed = 0u64;
     let mut finished = true;
