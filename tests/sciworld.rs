@@ -25,8 +25,9 @@ fn env(workers: usize) -> Arc<SciworldEnv> {
     sciworld::build(&spec(workers)).unwrap_or_else(|e| panic!("ScienceWorld is not installed: {e}"))
 }
 
-/// Processes whose process group is `pgid` (from /proc).
-fn group_members(pgid: i32) -> Vec<i32> {
+/// Every live (not zombie) process as (pid, parent pid, process group),
+/// from /proc.
+fn live_processes() -> Vec<(i32, i32, i32)> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
@@ -34,11 +35,18 @@ fn group_members(pgid: i32) -> Vec<i32> {
         let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
         let f: Vec<&str> = rest.split_whitespace().collect();
         // fields after comm: state ppid pgrp
-        if f.len() > 2 && f[0] != "Z" && f[2].parse::<i32>().ok() == Some(pgid) {
-            out.push(pid);
+        if f.len() < 3 || f[0] == "Z" {
+            continue;
         }
+        let (Ok(ppid), Ok(pgrp)) = (f[1].parse::<i32>(), f[2].parse::<i32>()) else { continue };
+        out.push((pid, ppid, pgrp));
     }
     out
+}
+
+/// Processes whose process group is `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    live_processes().into_iter().filter(|&(_, _, g)| g == pgid).map(|(pid, _, _)| pid).collect()
 }
 
 async fn wait_gone(pgids: &[i32]) -> Vec<i32> {
@@ -381,23 +389,19 @@ fn expert_spec(name: &str, tasks: usize) -> String {
 /// The bridge workers (Python, each the leader of its process group) that
 /// the runner `parent` started.
 fn bridge_children(parent: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() < 2 || f[0] == "Z" || f[1].parse::<i32>().ok() != Some(parent) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        // (not the short-lived `--check` of the installation)
-        if cmdline.contains("sciworld_bridge") && !cmdline.contains("--check") {
-            out.push(pid);
-        }
-    }
-    out
+    live_processes()
+        .into_iter()
+        .filter(|&(pid, ppid, _)| {
+            if ppid != parent {
+                return false;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            // (not the short-lived `--check` of the installation)
+            cmdline.contains("sciworld_bridge") && !cmdline.contains("--check")
+        })
+        .map(|(pid, _, _)| pid)
+        .collect()
 }
 
 /// Polls `f` every 100 ms for up to `secs`.
