@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use mpo_run::model::local::{init_model, InitConfig, LocalModel, LocalModelConfig};
 use mpo_run::train::data::{Example, PairExample};
-use mpo_run::train::{train, DpoLoss, Objective, RunControl, Schedule, TrainConfig};
+use mpo_run::train::{train, DpoLoss, Objective, Precision, RunControl, Schedule, TrainConfig};
 
 fn init(layers: usize, hidden: usize, heads: usize, kv: usize, ff: usize, vocab: usize) -> LocalModel {
     let corpus: Vec<String> = (0..400).map(|i| format!("go to cabinet {i} take mug {i} from shelf {} put it in drawer {}", i % 7, i % 5)).collect();
@@ -104,33 +104,44 @@ fn main() {
     }
 
     // A ~0.4B model on a GPU (`MPO_LOCAL_DEVICE=cuda TRAIN_BENCH_LARGE=1`,
-    // a build with `--features tch`): f32, one worker thread.
+    // a build with `--features tch` or `cuda`): f32 and bf16 mixed
+    // precision, one worker thread. `TRAIN_BENCH_PEAK_TFLOPS` (the device's
+    // dense peak, e.g. 989 for an H100's bf16) adds model FLOPs utilisation.
     if std::env::var_os("TRAIN_BENCH_LARGE").is_some() {
         let big = init(16, 1536, 12, 4, 4096, 32000);
         let n = {
             use burn::module::Module;
             big.net().num_params()
         };
+        let peak: Option<f64> = std::env::var("TRAIN_BENCH_PEAK_TFLOPS").ok().and_then(|v| v.parse().ok());
         let v = big.arch().vocab_size;
-        for (b, len) in [(8, 512), (16, 1024)] {
-            let ex = examples(v, b * 3, len);
-            let t = Instant::now();
-            let out = train(big.net().clone(), big.arch(), &Objective::Sft(ex), &cfg(b, b, 1), "large", &RunControl::default()).expect("train");
-            let secs = t.elapsed().as_secs_f64();
-            // Skip the first step (allocator and kernel warm-up).
-            let steady: f64 = out.log.iter().skip(1).map(|r| (b * len) as f64 / r.tokens_per_s).sum();
-            let tps = (b * len * (out.log.len() - 1)) as f64 / steady;
-            let flops = 6.0 * n as f64 * tps;
-            println!(
-                "sft {:.2}B f32 b{b}x{len}: {:.0} tokens/s steady ({:.1} s total), {:.1} TFLOP/s model FLOPs (6·N·tokens)",
-                n as f64 / 1e9,
-                tps,
-                secs,
-                flops / 1e12
-            );
-            let detail = format!("{:.2}B parameters, f32, `MPO_LOCAL_DEVICE` = {:?}", n as f64 / 1e9, std::env::var("MPO_LOCAL_DEVICE").unwrap_or_default());
-            f.record(&format!("sft large b{b}x{len} steady"), tps, "tokens/s", &detail);
-            f.record(&format!("sft large b{b}x{len} model FLOPs"), flops / 1e12, "TFLOP/s", &detail);
+        for precision in [Precision::F32, Precision::Bf16] {
+            for (b, len) in [(8, 512), (16, 1024)] {
+                let ex = examples(v, b * 3, len);
+                let t = Instant::now();
+                let c = TrainConfig { precision, ..cfg(b, b, 1) };
+                let out = train(big.net().clone(), big.arch(), &Objective::Sft(ex), &c, "large", &RunControl::default()).expect("train");
+                let secs = t.elapsed().as_secs_f64();
+                // Skip the first step (allocator and kernel warm-up).
+                let steady: f64 = out.log.iter().skip(1).map(|r| (b * len) as f64 / r.tokens_per_s).sum();
+                let tps = (b * len * (out.log.len() - 1)) as f64 / steady;
+                let flops = 6.0 * n as f64 * tps;
+                let p = precision.name();
+                let mfu = peak.map(|pk| format!(", MFU {:.1}%", 100.0 * flops / 1e12 / pk)).unwrap_or_default();
+                println!(
+                    "sft {:.2}B {p} b{b}x{len}: {:.0} tokens/s steady ({:.1} s total), {:.1} TFLOP/s model FLOPs (6·N·tokens){mfu}",
+                    n as f64 / 1e9,
+                    tps,
+                    secs,
+                    flops / 1e12
+                );
+                let detail = format!("{:.2}B parameters, {p}, `MPO_LOCAL_DEVICE` = {:?}", n as f64 / 1e9, std::env::var("MPO_LOCAL_DEVICE").unwrap_or_default());
+                f.record(&format!("sft large {p} b{b}x{len} steady"), tps, "tokens/s", &detail);
+                f.record(&format!("sft large {p} b{b}x{len} model FLOPs"), flops / 1e12, "TFLOP/s", &detail);
+                if let Some(pk) = peak {
+                    f.record(&format!("sft large {p} b{b}x{len} MFU"), 100.0 * flops / 1e12 / pk, "%", &detail);
+                }
+            }
         }
     }
 

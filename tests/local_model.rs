@@ -327,3 +327,32 @@ fn host_decode_matches_padded_decode() {
         }
     }
 }
+
+/// `precision = "bf16"` (mixed precision inference): logits stay close to
+/// the transformers float32 reference but are not the f32 numbers, and
+/// generation runs (both decode paths read the f32 KV caches the casts
+/// give back).
+#[test]
+fn bf16_precision_stays_close_to_transformers() {
+    for name in ["tiny-llama", "tiny-qwen2"] {
+        let settings = LocalModelConfig { precision: mpo_run::train::Precision::Bf16, ..LocalModelConfig::default() };
+        let model = LocalModel::load(&fixture(name), settings).expect("load bf16");
+        let f32_model = load(name);
+        let bytes = std::fs::read(fixture(&format!("{name}-expected.safetensors"))).expect("expected safetensors");
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+        let inp = st.tensor("batch_input_ids").expect("batch_input_ids");
+        let shape = inp.shape().to_vec();
+        let raw: Vec<i64> = inp.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().expect("i64"))).collect();
+        let rows: Vec<Vec<u32>> = raw.chunks(shape[1]).map(|r| r.iter().map(|&x| x as u32).collect()).collect();
+        let want: Vec<f32> = st.tensor("logits").expect("logits").data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().expect("f32"))).collect();
+        let got = logits_of(&model, &rows);
+        let exact = logits_of(&f32_model, &rows);
+        let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let scale = want.iter().map(|x| x.abs()).fold(0f32, f32::max);
+        eprintln!("{name}: bf16 logits max |diff| {max_diff} (max |logit| {scale})");
+        assert!(max_diff < 0.02 * scale.max(1.0), "{name}: bf16 logits differ by {max_diff}");
+        assert!(got != exact, "{name}: bf16 gave the f32 logits");
+        let out = model.generate(&[(rows[0].clone(), GenParams { max_new_tokens: 8, eos_ids: Some(vec![]), ..Default::default() })]);
+        assert_eq!(out[0].tokens.len(), 8, "{name}: bf16 generation");
+    }
+}

@@ -30,6 +30,38 @@ pub enum DpoLoss {
     Ipo,
 }
 
+/// Training precision: `f32` everywhere, or `bf16` mixed precision
+/// (matmuls and attention in bf16 on f32 master parameters; norms, softmax,
+/// loss, gradients' accumulation and AdamW in f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The compute dtype of the forward pass (`None` = f32 throughout).
+    pub fn compute_dtype(self) -> Option<burn::tensor::FloatDType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::FloatDType::BF16),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+
 fn d_lr() -> f64 {
     1e-5
 }
@@ -124,6 +156,9 @@ pub struct TrainConfig {
     /// the same numbers, some more compute.
     #[serde(default, skip_serializing_if = "is_false")]
     pub activation_checkpointing: bool,
+    /// `f32` (default) or `bf16` mixed precision.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -153,6 +188,7 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             loss: DpoLoss::Sigmoid,
             activation_checkpointing: false,
+            precision: Precision::F32,
         }
     }
 }

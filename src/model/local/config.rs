@@ -85,6 +85,13 @@ pub struct ArchConfig {
     pub max_position_embeddings: usize,
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
+    /// Mixed precision at run time: projections, attention and the LM head
+    /// compute in this dtype (e.g. bf16) while parameters, norms, RoPE,
+    /// softmax over the vocabulary and the loss stay f32 (gradients flow
+    /// back through the casts to f32 parameters). `None` = all f32. Not
+    /// part of `config.json`.
+    #[serde(skip)]
+    pub compute_dtype: Option<burn::tensor::FloatDType>,
 }
 
 fn get_usize(v: &Value, key: &str) -> Result<usize, String> {
@@ -181,6 +188,7 @@ impl ArchConfig {
                 .unwrap_or(4096) as usize,
             bos_token_id: v.get("bos_token_id").and_then(Value::as_u64).map(|x| x as u32),
             eos_token_ids: ids(v.get("eos_token_id")),
+            compute_dtype: None,
             model_type,
         };
         cfg.check()?;

@@ -96,6 +96,7 @@ impl InitConfig {
             max_position_embeddings: self.max_position_embeddings,
             bos_token_id: None,
             eos_token_ids: eos.into_iter().collect(),
+            compute_dtype: None,
         }
     }
 }

@@ -98,6 +98,11 @@ pub struct LocalModelConfig {
     /// Token budget of the prefix (multi-turn) KV cache; 0 turns reuse off.
     #[serde(default = "d_cache")]
     pub kv_cache_tokens: usize,
+    /// `f32` (default) or `bf16`: projections, attention and the LM head in
+    /// bf16 on f32 weights (for GPUs with bf16 units; on the CPU it is only
+    /// slower).
+    #[serde(default, skip_serializing_if = "crate::train::Precision::is_f32")]
+    pub precision: crate::train::Precision,
 }
 
 impl Default for LocalModelConfig {
@@ -114,6 +119,7 @@ impl Default for LocalModelConfig {
             seed: 0,
             max_batch: d_max_batch(),
             kv_cache_tokens: d_cache(),
+            precision: crate::train::Precision::F32,
         }
     }
 }
@@ -198,7 +204,13 @@ impl LocalModel {
         let device = parse_device(&settings.device).map_err(LocalError)?;
         let cfg_bytes = read(&path.join("config.json"))?;
         let text = String::from_utf8_lossy(&cfg_bytes);
-        let arch = ArchConfig::from_hf_json(&text).map_err(|e| LocalError(format!("{}: {e}", path.display())))?;
+        let mut arch = ArchConfig::from_hf_json(&text).map_err(|e| LocalError(format!("{}: {e}", path.display())))?;
+        arch.compute_dtype = settings.precision.compute_dtype();
+        if let Some(dt) = arch.compute_dtype {
+            if !device.supports_dtype(dt) {
+                return Err(LocalError(format!("`precision = \"{}\"` is not supported on device `{}`", settings.precision.name(), settings.device)));
+            }
+        }
         let tokenizer = ChatTokenizer::load(path).map_err(LocalError)?;
         let files = weights::shard_files(path).map_err(LocalError)?;
         let mut lm = CausalLm::new(&arch, &device);

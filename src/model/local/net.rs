@@ -11,6 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::FloatDType;
 
 use super::config::ArchConfig;
 
@@ -95,6 +96,18 @@ fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
         .init(device)
 }
 
+/// `l.forward(x)`, or under mixed precision the same product computed in
+/// `dt` (input, weight and bias cast; the result cast back to f32).
+fn lin(l: &Linear, x: Tensor<3>, dt: Option<FloatDType>) -> Tensor<3> {
+    match dt {
+        None => l.forward(x),
+        Some(dt) => {
+            let bias = l.bias.as_ref().map(|b| b.val().cast(dt));
+            burn::tensor::module::linear(x.cast(dt), l.weight.val().cast(dt), bias).cast(FloatDType::F32)
+        }
+    }
+}
+
 fn rms(d: usize, eps: f64, device: &Device) -> RmsNorm {
     RmsNormConfig::new(d).with_epsilon(eps).init(device)
 }
@@ -150,7 +163,10 @@ impl CausalLm {
             let (k, v) = if native_gqa || h == kvh { (k, v) } else { (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh)) };
             let m = mask.clone().map(|m| if native_gqa { m } else { let [mb, _, mq, mk] = m.dims(); m.expand([mb, h, mq, mk]) });
             let opts = AttentionModuleOptions { scale: None, softcap: None, is_causal: m.is_none() };
-            attention(q, k, v, m, None, opts)
+            match a.compute_dtype {
+                None => attention(q, k, v, m, None, opts),
+                Some(dt) => attention(q.cast(dt), k.cast(dt), v.cast(dt), m, None, opts).cast(FloatDType::F32),
+            }
         });
         (hidden, new_kv)
     }
@@ -166,23 +182,24 @@ impl CausalLm {
     {
         let [b, n] = tokens.dims();
         let (h, kvh, hd) = (a.num_attention_heads, a.num_key_value_heads, a.head_dim);
+        let dt = a.compute_dtype;
         let mut x = self.model.embed_tokens.forward(tokens);
         for (li, layer) in self.model.layers.iter().enumerate() {
             let resid = x.clone();
             let y = layer.input_layernorm.forward(x);
             let sa = &layer.self_attn;
-            let q = sa.q_proj.forward(y.clone()).reshape([b, n, h, hd]).swap_dims(1, 2);
-            let k = sa.k_proj.forward(y.clone()).reshape([b, n, kvh, hd]).swap_dims(1, 2);
-            let v = sa.v_proj.forward(y).reshape([b, n, kvh, hd]).swap_dims(1, 2);
+            let q = lin(&sa.q_proj, y.clone(), dt).reshape([b, n, h, hd]).swap_dims(1, 2);
+            let k = lin(&sa.k_proj, y.clone(), dt).reshape([b, n, kvh, hd]).swap_dims(1, 2);
+            let v = lin(&sa.v_proj, y, dt).reshape([b, n, kvh, hd]).swap_dims(1, 2);
             let q = rope(q, cos, sin);
             let k = rope(k, cos, sin);
             let o = attend(li, q, k, v);
             let o = o.swap_dims(1, 2).reshape([b, n, h * hd]);
-            x = resid + sa.o_proj.forward(o);
+            x = resid + lin(&sa.o_proj, o, dt);
             let resid = x.clone();
             let y = layer.post_attention_layernorm.forward(x);
             let mlp = &layer.mlp;
-            let y = mlp.down_proj.forward(silu(mlp.gate_proj.forward(y.clone())) * mlp.up_proj.forward(y));
+            let y = lin(&mlp.down_proj, silu(lin(&mlp.gate_proj, y.clone(), dt)) * lin(&mlp.up_proj, y, dt), dt);
             x = resid + y;
         }
         self.model.norm.forward(x)
@@ -195,18 +212,29 @@ impl CausalLm {
         let positions: Vec<Vec<usize>> = vec![(0..n).collect(); b];
         let (cos, sin) = rope_tables(inv_freq, &positions, &tokens.device());
         let (hidden, _) = self.forward_hidden(a, tokens, StepAux { cos, sin, mask: None, past: Vec::new() });
-        self.head(hidden)
+        self.head_in(hidden, a.compute_dtype)
     }
 
     /// Logits `[batch, len, vocab]` from normed hidden states.
     pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.head_in(hidden, None)
+    }
+
+    /// [`Self::head`] with the product computed in `dt` (mixed precision;
+    /// the logits come back as f32).
+    pub fn head_in(&self, hidden: Tensor<3>, dt: Option<FloatDType>) -> Tensor<3> {
         match &self.lm_head {
-            Some(l) => l.forward(hidden),
+            Some(l) => lin(l, hidden, dt),
             None => {
                 let [b, n, d] = hidden.dims();
                 let w = self.model.embed_tokens.weight.val();
                 let [vocab, _] = w.dims();
-                hidden.reshape([b * n, d]).matmul(w.transpose()).reshape([b, n, vocab])
+                let x = hidden.reshape([b * n, d]);
+                let logits = match dt {
+                    None => x.matmul(w.transpose()),
+                    Some(dt) => x.cast(dt).matmul(w.cast(dt).transpose()).cast(FloatDType::F32),
+                };
+                logits.reshape([b, n, vocab])
             }
         }
     }
