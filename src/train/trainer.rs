@@ -317,11 +317,16 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
             let run_part = |part: usize| -> (Option<burn::optim::GradientsParams>, StepStats) {
                 let mut acc = GradAccumulator::default();
                 let mut stats = StepStats::default();
+                // Each worker differentiates its own leaves (same parameter
+                // ids, same values): burn's autodiff graph is shared by
+                // threads, and two backward passes through the same leaf
+                // nodes can find a tape the other one consumed.
+                let local = if workers > 1 { to_trainable(model.clone(), cfg.activation_checkpointing) } else { model.clone() };
                 for mb in mbs.iter().skip(part).step_by(workers) {
-                    let loss = micro_loss(obj, &model, arch, &inv_freq, mb, norm, &ad_device, &mut stats);
+                    let loss = micro_loss(obj, &local, arch, &inv_freq, mb, norm, &ad_device, &mut stats);
                     let lv: f32 = weights::to_vec_f32(loss.clone().inner())[0];
                     stats.loss += lv as f64;
-                    acc.add(&model, loss.backward());
+                    acc.add(&local, loss.backward());
                 }
                 (acc.take(), stats)
             };
