@@ -28,6 +28,7 @@ fn tiny_set() -> PromptSet {
         seed: "Summarise {conversation} for {task}".into(),
         plan_phrase: "This workflow maybe helpful for you to complete the task:".into(),
         thought_phrase: "This workflow maybe helpful to complete the task:".into(),
+        observation: mpo_run::agent::prompt::PLAIN_OBSERVATION.into(),
     }
 }
 
@@ -56,13 +57,32 @@ Observation: You pick up the cd 1 from the desk 1.\n\n";
     let obs = opening(&set, "look_at_obj", TASK, Some(PLAN), Insertion::Observation).unwrap();
     assert_eq!(obs.messages[0].content, head);
     assert_eq!(
-        observation_message(&set, "On the desk 1, you see a pen 1.", Some(PLAN), Insertion::Observation, true),
+        observation_message(&set, "On the desk 1, you see a pen 1.", TASK, Some(PLAN), Insertion::Observation, true),
         format!("Observation: On the desk 1, you see a pen 1.\n\nThis workflow maybe helpful for you to complete the task:\n{PLAN}")
     );
     assert_eq!(
-        observation_message(&set, "Nothing happens.", Some(PLAN), Insertion::Observation, false),
+        observation_message(&set, "Nothing happens.", TASK, Some(PLAN), Insertion::Observation, false),
         "Observation: Nothing happens."
     );
+}
+
+/// The `compact` set (tiny models) restates the task's sentence after every
+/// observation, before an inserted plan; the released sets do not.
+#[test]
+fn compact_observations_restate_the_task() {
+    let compact = PromptSet::embedded("compact", Family::Alfworld).unwrap();
+    assert_eq!(
+        observation_message(&compact, "On the desk 1, you see a pen 1.", TASK, None, Insertion::Instruction, true),
+        "Observation: On the desk 1, you see a pen 1.\nYour task is to: look at pen under the desklamp."
+    );
+    assert_eq!(
+        observation_message(&compact, "Nothing happens.", TASK, Some(PLAN), Insertion::Observation, true),
+        format!("Observation: Nothing happens.\nYour task is to: look at pen under the desklamp.\n\nThis workflow maybe helpful for you to complete the task:\n{PLAN}")
+    );
+    let released = PromptSet::embedded("released", Family::Alfworld).unwrap();
+    assert_eq!(observation_message(&released, "Nothing happens.", TASK, None, Insertion::Instruction, true), "Observation: Nothing happens.");
+    assert_eq!(mpo_run::agent::prompt::task_sentence("a room.\nYour task is to: x.\n"), "Your task is to: x.");
+    assert_eq!(mpo_run::agent::prompt::task_sentence("only line"), "only line");
 }
 
 fn render(family: Family, key: &str, insertion: Insertion) -> String {

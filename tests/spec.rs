@@ -42,6 +42,14 @@ fn error_invalid_toml() {
     insta::assert_snapshot!(bad("bad_toml"));
 }
 
+/// `thoughts = "tracking"` reads the built-in game's state: another env is
+/// refused at plan time; an unknown style lists the allowed values.
+#[test]
+fn error_tracking_thoughts_outside_the_builtin_world() {
+    insta::assert_snapshot!(bad("thoughts"));
+    insta::assert_snapshot!(bad("thoughts_value"));
+}
+
 #[test]
 fn error_unknown_env_kind() {
     insta::assert_snapshot!(bad("unknown_kind"));

@@ -95,7 +95,8 @@ async fn drive(
 ) -> Result<EpisodeResult, EpisodeError> {
     let learned = episode.learned_task_type();
     let icl_key = learned.as_ref().map_or(task.icl_key.as_str(), |(_, k)| k.as_str());
-    let open = opening(spec.prompts, icl_key, &episode.task_text(), spec.plan, spec.insertion)
+    let task_text = episode.task_text();
+    let open = opening(spec.prompts, icl_key, &task_text, spec.plan, spec.insertion)
         .map_err(|e| EpisodeError::Setup(format!("{e:#}")))?;
     let mut messages = open.messages;
     let mut prefill = open.prefill;
@@ -128,6 +129,7 @@ async fn drive(
                 messages.push(Message::user(observation_message(
                     spec.prompts,
                     &out.observation,
+                    &task_text,
                     spec.plan,
                     spec.insertion,
                     ok,

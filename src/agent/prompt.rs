@@ -58,6 +58,21 @@ pub struct PromptSet {
     pub plan_phrase: String,
     /// Sentence before a plan in a thought prefill.
     pub thought_phrase: String,
+    /// The user message answering an action: `{observation}`, and `{task}`
+    /// (the task's sentence, e.g. `Your task is to: put a mug in shelf.`)
+    /// for sets that restate the task after every observation (`compact`:
+    /// tiny models attend reliably only a few dozen tokens back).
+    pub observation: String,
+}
+
+/// The released observation message.
+pub const PLAIN_OBSERVATION: &str = "Observation: {observation}";
+
+/// The line of a task text that states the task (`Your task is to: …`),
+/// else its last line.
+pub fn task_sentence(task_text: &str) -> &str {
+    let lines = task_text.lines().map(str::trim).filter(|l| !l.is_empty());
+    lines.clone().rev().find(|l| l.starts_with("Your task is to")).or_else(|| lines.last()).unwrap_or("")
 }
 
 const EMBEDDED: &[(&str, &str, &str, &str, &str, &str)] = &[
@@ -162,6 +177,10 @@ impl PromptSet {
             .find(|(s, f, ..)| *s == set && *f == family.prefix())
             .ok_or_else(|| anyhow!("unknown prompt set `{set}` for {}; embedded sets: `released`, `paper` (and `compact` for the built-in world)", family.prefix()))?;
         let (plan_phrase, thought_phrase) = phrases(set);
+        let observation = match set {
+            "compact" => include_str!("../../prompts/compact/alfworld_observation.txt"),
+            _ => PLAIN_OBSERVATION,
+        };
         Ok(Self {
             name: set.to_string(),
             instruction: inst.to_string(),
@@ -170,6 +189,7 @@ impl PromptSet {
             seed: seed.to_string(),
             plan_phrase,
             thought_phrase,
+            observation: observation.trim_end().to_string(),
         })
     }
 
@@ -188,6 +208,8 @@ impl PromptSet {
             seed: read("seed.txt")?,
             plan_phrase,
             thought_phrase,
+            // Optional: `{family}_observation.txt` (`{observation}`, `{task}`).
+            observation: read("observation.txt").map(|t| t.trim_end().to_string()).unwrap_or_else(|_| PLAIN_OBSERVATION.to_string()),
         })
     }
 
@@ -263,8 +285,8 @@ pub fn opening(set: &PromptSet, example_key: &str, task: &str, plan: Option<&str
 
 /// The user message answering an action: `Observation: …`, with the plan
 /// appended for observation insertion (successful observations only).
-pub fn observation_message(set: &PromptSet, observation: &str, plan: Option<&str>, insertion: Insertion, ok: bool) -> String {
-    let mut text = format!("Observation: {observation}");
+pub fn observation_message(set: &PromptSet, observation: &str, task_text: &str, plan: Option<&str>, insertion: Insertion, ok: bool) -> String {
+    let mut text = set.observation.replace("{task}", task_sentence(task_text)).replace("{observation}", observation);
     if let (Some(plan), Insertion::Observation, true) = (plan, insertion, ok) {
         text.push_str(&format!("\n\n{}\n{plan}", set.plan_phrase));
     }

@@ -45,10 +45,16 @@ pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
 /// The identity of a prompt set for item keys: its name for embedded sets,
 /// its content hash for a directory.
 pub fn prompt_identity(set: &PromptSet) -> String {
-    if matches!(set.name.as_str(), "released" | "paper" | "compact") {
-        return set.name.clone();
+    match set.name.as_str() {
+        "released" | "paper" => return set.name.clone(),
+        // Version 2 restates the task after every observation.
+        "compact" => return "compact@2".into(),
+        _ => {}
     }
-    let text = format!("{}\n{:?}\n{}", set.instruction, set.icl, set.planner);
+    let mut text = format!("{}\n{:?}\n{}", set.instruction, set.icl, set.planner);
+    if set.observation != crate::agent::prompt::PLAIN_OBSERVATION {
+        text.push_str(&format!("\n{}", set.observation));
+    }
     format!("dir:{}", &blake3::hash(text.as_bytes()).to_hex()[..16])
 }
 

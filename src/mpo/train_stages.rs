@@ -70,8 +70,8 @@ pub struct AgentSftWork {
     pub insertion: Insertion,
     pub train: TrainConfig,
     pub seed: u64,
-    /// Keep the expert's thoughts.
-    pub thoughts: bool,
+    /// The expert's thoughts, none, or tracking thoughts.
+    pub thoughts: crate::spec::Thoughts,
     /// `expert` or `follower`.
     pub demonstrations: String,
     /// Input index of `seed_plans` (when `plan_share > 0`).
@@ -80,13 +80,23 @@ pub struct AgentSftWork {
 
 impl AgentSftWork {
     pub fn config(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut c = serde_json::json!({
             "base": self.base.config(),
             "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
             "prompts": self.prompts, "tasks": self.tasks, "plan_share": self.plan_share,
             "insertion": self.insertion, "train": self.train, "seed": self.seed,
             "thoughts": self.thoughts, "demonstrations": self.demonstrations,
-        })
+        });
+        // The prompt set's content where its name does not pin it (a
+        // directory, or a revised embedded set).
+        let id = crate::env::build(&self.env)
+            .ok()
+            .and_then(|e| prompt_set(&self.prompts, e.family()).ok())
+            .map(|p| super::common::prompt_identity(&p));
+        if let Some(id) = id.filter(|id| *id != self.prompts) {
+            c["prompt_id"] = id.into();
+        }
+        c
     }
 }
 
@@ -240,7 +250,7 @@ pub fn agent_conversation(
         let text = format!("{}{}", prefill.take().unwrap_or_default(), said);
         messages.push(Message::assistant(text));
         if i + 1 < t.turns.len() {
-            messages.push(Message::user(observation_message(prompts, &turn.observation, plan, insertion, true)));
+            messages.push(Message::user(observation_message(prompts, &turn.observation, &t.initial_observation, plan, insertion, true)));
         }
     }
     Ok(messages)
@@ -282,8 +292,17 @@ pub async fn run_agent_sft(w: &AgentSftWork, ctx: &NodeCtx, writer: &ArtifactWri
         if !demo.succeeded() {
             continue;
         }
+        let mut demo = demo;
+        if w.thoughts == crate::spec::Thoughts::Tracking {
+            let game = crate::env::builtin::Game::from_task_id(&t.task_id)
+                .ok_or_else(|| anyhow!("agent_sft: `thoughts = \"tracking\"` needs the built-in world (task `{}`)", t.task_id))?;
+            let actions: Vec<String> = demo.turns.iter().map(|x| x.action.clone()).collect();
+            for (turn, th) in demo.turns.iter_mut().zip(crate::env::builtin::tracking_thoughts(&game, &actions)) {
+                turn.thought = Some(th);
+            }
+        }
         kept += 1;
-        let messages = agent_conversation(&prompts, &info.icl_key, &demo, plan, w.insertion, w.thoughts)?;
+        let messages = agent_conversation(&prompts, &info.icl_key, &demo, plan, w.insertion, w.thoughts != crate::spec::Thoughts::Off)?;
         examples.push(chat_example(&base.tokenizer, &messages).map_err(|e| anyhow!(e))?);
     }
     tracing::info!("agent_sft: {kept} successful {} episodes of {} tasks", w.demonstrations, trajectories.len());

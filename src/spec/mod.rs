@@ -285,10 +285,13 @@ pub struct AgentSftSpec {
     /// paper's plain agent SFT.
     #[serde(default)]
     pub plan_share: f64,
-    /// Keep the expert's `Thought:` lines (false: the agent learns to answer
-    /// `Action: …` only — shorter sequences for tiny models).
-    #[serde(default = "default_true")]
-    pub thoughts: bool,
+    /// `true`: keep the expert's `Thought:` lines; `false`: the agent
+    /// learns to answer `Action: …` only (shorter sequences); `"tracking"`
+    /// (built-in world): a thought on every turn restating the task and the
+    /// state (what is looked for and whether it is here, what is held) —
+    /// for tiny agents that cannot look far back in their context.
+    #[serde(default)]
+    pub thoughts: Thoughts,
     /// Whose episodes are the data: `expert` (the built-in world's expert,
     /// which ignores plans) or `follower` (the built-in scripted plan
     /// follower, run with the inserted seed plan or with none: an agent
@@ -301,8 +304,43 @@ fn default_demonstrations() -> String {
     "expert".into()
 }
 
-fn default_true() -> bool {
-    true
+/// `[agent_sft] thoughts`: `true`, `false` or `"tracking"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Thoughts {
+    /// Actions only.
+    Off,
+    /// The expert's own thoughts.
+    #[default]
+    Expert,
+    /// A state-tracking thought on every turn (built-in world).
+    Tracking,
+}
+
+impl Serialize for Thoughts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Thoughts::Off => s.serialize_bool(false),
+            Thoughts::Expert => s.serialize_bool(true),
+            Thoughts::Tracking => s.serialize_str("tracking"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Thoughts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            B(bool),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::B(false) => Ok(Thoughts::Off),
+            Raw::B(true) => Ok(Thoughts::Expert),
+            Raw::S(s) if s == "tracking" => Ok(Thoughts::Tracking),
+            Raw::S(s) => Err(serde::de::Error::custom(format!("\"{s}\" is not allowed: true, false or \"tracking\""))),
+        }
+    }
 }
 
 /// `[train]`: one table per training stage.

@@ -215,6 +215,15 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
         if !matches!(a.demonstrations.as_str(), "expert" | "follower") {
             e.bad("agent_sft.demonstrations", format!("\"{}\"", a.demonstrations), "allowed: \"expert\", \"follower\"");
         }
+        if a.thoughts == super::Thoughts::Tracking {
+            let candidates: Vec<&String> = match &a.env {
+                Some(env) => vec![env],
+                None => spec.envs.keys().collect(),
+            };
+            if !candidates.iter().any(|n| matches!(spec.envs.get(*n), Some(EnvSpec::Builtin(_)))) {
+                e.bad("agent_sft.thoughts", "\"tracking\"".into(), "needs the built-in world (`kind = \"builtin\"`): its thoughts are read off the game's state");
+            }
+        }
     }
     for (name, cfg) in [("sft", &spec.train.sft), ("dpo", &spec.train.dpo), ("rft", &spec.train.rft), ("agent_sft", &spec.train.agent_sft)] {
         if let Err(err) = cfg.validate() {

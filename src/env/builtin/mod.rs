@@ -25,6 +25,7 @@ mod game;
 mod gen;
 mod rng;
 mod teacher;
+mod tracking;
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,7 @@ pub use expert::{expert_on, expert_trajectory, Trajectory, Turn};
 pub use follower::{follow_plan, follow_plan_on, follower_trajectory, parse_plan, EpisodeSummary, Place, PlanHints};
 pub use game::{Action, Game, DEFAULT_MAX_STEPS, NOTHING_HAPPENS};
 pub use teacher::{plan_for, teacher_plan, PlanFlaw, PlanQuality, TeacherPlan};
+pub use tracking::tracking_thoughts;
 
 /// Version of the task generator. Bump on any change to what a
 /// (split, index) produces: it goes into cache keys.
