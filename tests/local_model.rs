@@ -51,6 +51,18 @@ fn logits_of(model: &LocalModel, rows: &[Vec<u32>]) -> Vec<f32> {
     model.forward_logits(input).try_into_vec_as::<f32>().expect("logits")
 }
 
+/// The fixture's batch of input ids and transformers' logits for it.
+fn reference_logits(name: &str) -> (Vec<Vec<u32>>, Vec<f32>) {
+    let bytes = std::fs::read(fixture(&format!("{name}-expected.safetensors"))).expect("expected safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let inp = st.tensor("batch_input_ids").expect("batch_input_ids");
+    let shape = inp.shape().to_vec();
+    let raw: Vec<i64> = inp.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().expect("i64"))).collect();
+    let rows: Vec<Vec<u32>> = raw.chunks(shape[1]).map(|r| r.iter().map(|&x| x as u32).collect()).collect();
+    let want: Vec<f32> = st.tensor("logits").expect("logits").data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().expect("f32"))).collect();
+    (rows, want)
+}
+
 fn check_fixture(name: &str) {
     let model = load(name);
     let exp = expected(name);
@@ -68,19 +80,7 @@ fn check_fixture(name: &str) {
     assert_eq!(rendered, ct["rendered"].as_str().expect("rendered"), "{name}: rendered template");
     assert_eq!(model.encode_chat(&msgs, add, None).expect("encode chat"), ids(&ct["ids"]), "{name}: template ids");
     // Logits.
-    let bytes = std::fs::read(fixture(&format!("{name}-expected.safetensors"))).expect("expected safetensors");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let inp = st.tensor("batch_input_ids").expect("batch_input_ids");
-    let shape = inp.shape().to_vec();
-    let raw: Vec<i64> = inp.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().expect("i64"))).collect();
-    let rows: Vec<Vec<u32>> = raw.chunks(shape[1]).map(|r| r.iter().map(|&x| x as u32).collect()).collect();
-    let want: Vec<f32> = st
-        .tensor("logits")
-        .expect("logits")
-        .data()
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("f32")))
-        .collect();
+    let (rows, want) = reference_logits(name);
     let got = logits_of(&model, &rows);
     assert_eq!(got.len(), want.len());
     let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
@@ -284,9 +284,11 @@ fn config_rejects_bad_settings() {
     assert!(bad.validate().unwrap_err().contains("unknown device `gpu`"));
 }
 
-/// The CPU decode path (attention on the host over each row's own cache)
-/// against the padded-batch path, on rows of different lengths and a GQA
-/// model: the same next-token logits, step after step.
+/// The CPU path (attention on the host over each row's own cache) against
+/// the padded-batch path, on rows of different lengths and a GQA model: the
+/// same next-token logits, prefill, decode steps and a second prefill of
+/// different lengths per row; and a row's numbers do not depend on the
+/// other rows in its pass.
 #[test]
 fn host_decode_matches_padded_decode() {
     use mpo_run::model::local::SeqKv;
@@ -319,7 +321,22 @@ fn host_decode_matches_padded_decode() {
             lh = host.step(&mut kv_h.iter_mut().collect::<Vec<_>>(), &news);
             lp = padded.step(&mut kv_p.iter_mut().collect::<Vec<_>>(), &news);
         }
+        // A second prefill of different lengths per row on top of the caches.
+        let chunks: Vec<Vec<u32>> = (0..4).map(|i| base[..1 + (3 * i) % 5].to_vec()).collect();
+        let news: Vec<&[u32]> = chunks.iter().map(Vec::as_slice).collect();
+        let before: Vec<SeqKv> = kv_h.clone();
+        lh = host.step(&mut kv_h.iter_mut().collect::<Vec<_>>(), &news);
+        lp = padded.step(&mut kv_p.iter_mut().collect::<Vec<_>>(), &news);
+        for (a, b) in lh.iter().zip(&lp) {
+            max_diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(max_diff, f32::max);
+        }
         assert!(max_diff < 1e-4, "{name}: host decode logits differ by {max_diff}");
+        // Row 2 alone: the same numbers up to the backend's matmul rounding
+        // (its kernels may group a product's terms by the number of rows).
+        let mut alone = before[2].clone();
+        let l2 = host.step(&mut [&mut alone], &[chunks[2].as_slice()]);
+        let d = l2[0].iter().zip(&lh[2]).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(d < 1e-5, "{name}: a row's logits depend on its batch by {d}");
         for (a, b) in kv_h.iter().zip(&kv_p) {
             assert_eq!(a.tokens, b.tokens);
             let d = a.layers[0].0.iter().zip(&b.layers[0].0).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
@@ -338,13 +355,7 @@ fn bf16_precision_stays_close_to_transformers() {
         let settings = LocalModelConfig { precision: mpo_run::train::Precision::Bf16, ..LocalModelConfig::default() };
         let model = LocalModel::load(&fixture(name), settings).expect("load bf16");
         let f32_model = load(name);
-        let bytes = std::fs::read(fixture(&format!("{name}-expected.safetensors"))).expect("expected safetensors");
-        let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-        let inp = st.tensor("batch_input_ids").expect("batch_input_ids");
-        let shape = inp.shape().to_vec();
-        let raw: Vec<i64> = inp.data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().expect("i64"))).collect();
-        let rows: Vec<Vec<u32>> = raw.chunks(shape[1]).map(|r| r.iter().map(|&x| x as u32).collect()).collect();
-        let want: Vec<f32> = st.tensor("logits").expect("logits").data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().expect("f32"))).collect();
+        let (rows, want) = reference_logits(name);
         let got = logits_of(&model, &rows);
         let exact = logits_of(&f32_model, &rows);
         let max_diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

@@ -49,9 +49,10 @@ pub struct Runner {
     pub arch: ArchConfig,
     pub inv_freq: Vec<f32>,
     pub device: Device,
-    /// Decode steps (one new token per row) attend on the host, straight
+    /// Incremental passes (prefill and decode) attend on the host, straight
     /// from each sequence's own cache, instead of padding every row's cache
-    /// into one tensor per step. On by default on the CPU backend, where the
+    /// into one tensor per step; a row's numbers then do not depend on the
+    /// other rows of its batch. On by default on the CPU backend, where the
     /// cache already lives in host memory.
     pub host_decode: bool,
 }
@@ -133,10 +134,10 @@ impl Runner {
         let a = &self.arch;
         let (kvh, hd, nl) = (a.num_key_value_heads, a.head_dim, a.num_hidden_layers);
         let per_tok = self.kv_per_token();
-        let lmax = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
-        if self.host_decode && lmax > 0 && new.iter().all(|n| n.len() == 1) {
-            return self.decode_host(seqs, new);
+        if self.host_decode {
+            return self.step_host(seqs, new);
         }
+        let lmax = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
         let nmax = new.iter().map(|n| n.len()).max().unwrap_or(1).max(1);
         let padded = seqs.iter().any(|s| s.len() != lmax) || new.iter().any(|n| n.len() != nmax) || lmax > 0;
         let mut ids = vec![0i64; b * nmax];
@@ -208,35 +209,71 @@ impl Runner {
         logits.chunks(vocab).map(<[f32]>::to_vec).collect()
     }
 
-    /// A decode step with attention on the host: each row's query attends to
-    /// its own cached keys/values (no padding, no per-step re-assembly of the
-    /// batch's caches), rows in parallel. The projections, MLP and head stay
-    /// batched on the backend.
-    fn decode_host(&self, seqs: &mut [&mut SeqKv], new: &[&[u32]]) -> Vec<Vec<f32>> {
+    /// An incremental pass with attention on the host (prefill and decode
+    /// alike): the rows' new tokens run as one unpadded sequence through the
+    /// batched projections, MLP and head, while each new token attends on
+    /// the host to its own row's cached keys/values and the row's new tokens
+    /// up to itself (GQA-aware, queries in parallel). No padding and no
+    /// re-assembly of the batch's caches, and a row's numbers do not depend
+    /// on which other rows share the pass (the padded path's sums run over
+    /// the batch's longest row).
+    fn step_host(&self, seqs: &mut [&mut SeqKv], new: &[&[u32]]) -> Vec<Vec<f32>> {
         let a = &self.arch;
         let b = seqs.len();
         let (h, kvh, hd) = (a.num_attention_heads, a.num_key_value_heads, a.head_dim);
         let per_tok = kvh * hd;
-        let ids: Vec<i64> = new.iter().map(|n| n[0] as i64).collect();
-        let positions: Vec<Vec<usize>> = seqs.iter().map(|s| vec![s.len()]).collect();
+        let counts: Vec<usize> = new.iter().map(|n| n.len()).collect();
+        let offsets: Vec<usize> = counts.iter().scan(0, |acc, &c| { let o = *acc; *acc += c; Some(o) }).collect();
+        let total: usize = counts.iter().sum();
+        let row_of: Vec<usize> = (0..b).flat_map(|i| std::iter::repeat_n(i, counts[i])).collect();
+        let ids: Vec<i64> = new.iter().flat_map(|n| n.iter().map(|&t| t as i64)).collect();
+        let positions: Vec<Vec<usize>> = vec![seqs.iter().zip(new).flat_map(|(s, n)| (0..n.len()).map(move |j| s.len() + j)).collect()];
         let (cos, sin) = rope_tables(&self.inv_freq, &positions, &self.device);
-        let ids_t = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 1]), &self.device);
+        let ids_t = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, total]), &self.device);
         let device = self.device.clone();
         let hidden = self.lm.forward_with(a, ids_t, &cos, &sin, |li, q, k, v| {
+            // Host layouts: q `[heads, total, hd]`, k/v `[kv_heads, total, hd]`.
             let (qh, kh, vh) = (to_vec_f32(q), to_vec_f32(k), to_vec_f32(v));
             for (i, s) in seqs.iter_mut().enumerate() {
-                s.layers[li].0.extend_from_slice(&kh[i * per_tok..(i + 1) * per_tok]);
-                s.layers[li].1.extend_from_slice(&vh[i * per_tok..(i + 1) * per_tok]);
+                for t in offsets[i]..offsets[i] + counts[i] {
+                    for g in 0..kvh {
+                        let at = (g * total + t) * hd;
+                        s.layers[li].0.extend_from_slice(&kh[at..at + hd]);
+                        s.layers[li].1.extend_from_slice(&vh[at..at + hd]);
+                    }
+                }
             }
             let view: &[&mut SeqKv] = seqs;
-            let mut out = vec![0f32; b * h * hd];
-            out.par_chunks_mut(h * hd).enumerate().for_each(|(i, o)| {
-                let (k, v) = &view[i].layers[li];
-                attend_row(&qh[i * h * hd..(i + 1) * h * hd], k, v, h, kvh, hd, o);
-            });
-            Tensor::<4>::from_data(TensorData::new(out, [b, h, 1, hd]), &device)
+            let per_query: Vec<Vec<f32>> = (0..total)
+                .into_par_iter()
+                .map(|t| {
+                    let i = row_of[t];
+                    let (k, v) = &view[i].layers[li];
+                    // The row's cache now ends with its new tokens; query t
+                    // sees the past and the new tokens up to itself.
+                    let upto = (k.len() / per_tok - counts[i] + (t - offsets[i]) + 1) * per_tok;
+                    let mut qv = vec![0f32; h * hd];
+                    for hq in 0..h {
+                        let at = (hq * total + t) * hd;
+                        qv[hq * hd..(hq + 1) * hd].copy_from_slice(&qh[at..at + hd]);
+                    }
+                    let mut o = vec![0f32; h * hd];
+                    attend_row(&qv, &k[..upto], &v[..upto], h, kvh, hd, &mut o);
+                    o
+                })
+                .collect();
+            let mut out = vec![0f32; h * total * hd];
+            for (t, o) in per_query.iter().enumerate() {
+                for hq in 0..h {
+                    let at = (hq * total + t) * hd;
+                    out[at..at + hd].copy_from_slice(&o[hq * hd..(hq + 1) * hd]);
+                }
+            }
+            Tensor::<4>::from_data(TensorData::new(out, [1, h, total, hd]), &device)
         });
-        let logits = to_vec_f32(self.lm.head(hidden));
+        let last_idx: Vec<i64> = (0..b).map(|i| (offsets[i] + counts[i] - 1) as i64).collect();
+        let last = hidden.select(1, Tensor::<1, Int>::from_data(TensorData::new(last_idx, [b]), &self.device));
+        let logits = to_vec_f32(self.lm.head(last));
         for i in 0..b {
             seqs[i].tokens.extend_from_slice(new[i]);
         }
