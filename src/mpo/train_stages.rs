@@ -80,17 +80,17 @@ pub struct AgentSftWork {
 
 impl AgentSftWork {
     pub fn config(&self) -> serde_json::Value {
+        let env = crate::env::build(&self.env).ok();
         let mut c = serde_json::json!({
             "base": self.base.config(),
-            "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+            "env": env.as_ref().map(|e| e.identity()).unwrap_or_default(),
             "prompts": self.prompts, "tasks": self.tasks, "plan_share": self.plan_share,
             "insertion": self.insertion, "train": self.train, "seed": self.seed,
             "thoughts": self.thoughts, "demonstrations": self.demonstrations,
         });
         // The prompt set's content where its name does not pin it (a
         // directory, or a revised embedded set).
-        let id = crate::env::build(&self.env)
-            .ok()
+        let id = env
             .and_then(|e| prompt_set(&self.prompts, e.family()).ok())
             .map(|p| super::common::prompt_identity(&p));
         if let Some(id) = id.filter(|id| *id != self.prompts) {

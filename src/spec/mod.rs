@@ -287,9 +287,9 @@ pub struct AgentSftSpec {
     pub plan_share: f64,
     /// `true`: keep the expert's `Thought:` lines; `false`: the agent
     /// learns to answer `Action: …` only (shorter sequences); `"tracking"`
-    /// (built-in world): a thought on every turn restating the task and the
-    /// state (what is looked for and whether it is here, what is held) —
-    /// for tiny agents that cannot look far back in their context.
+    /// (built-in world): a thought on every turn stating the agent's state
+    /// (what it looks for and whether it is here, what it holds) — for tiny
+    /// agents that cannot look far back in their context.
     #[serde(default)]
     pub thoughts: Thoughts,
     /// Whose episodes are the data: `expert` (the built-in world's expert,

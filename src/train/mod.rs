@@ -50,6 +50,17 @@ impl Precision {
         }
     }
 
+    /// The compute dtype, or an error naming the setting when `device`
+    /// cannot compute in it.
+    pub fn on(self, device: &burn::tensor::Device) -> Result<Option<burn::tensor::FloatDType>, String> {
+        match self.compute_dtype() {
+            Some(dt) if !device.supports_dtype(dt) => {
+                Err(format!("`precision = \"{}\"` is not supported on this device ({device:?}); use `precision = \"f32\"`", self.name()))
+            }
+            dt => Ok(dt),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",

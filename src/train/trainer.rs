@@ -242,16 +242,7 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
     };
     // The training's own precision, whatever the model was loaded with.
     let mut arch = arch.clone();
-    arch.compute_dtype = cfg.precision.compute_dtype();
-    if let Some(dt) = arch.compute_dtype {
-        if !base_device.supports_dtype(dt) {
-            return Err(format!(
-                "{}: `precision = \"{}\"` is not supported on this device ({base_device:?}); use `precision = \"f32\"`",
-                ctl.stage,
-                cfg.precision.name()
-            ));
-        }
-    }
+    arch.compute_dtype = cfg.precision.on(&base_device).map_err(|e| format!("{}: {e}", ctl.stage))?;
     let arch = &arch;
     let inv_freq = arch.rope.inv_freq(arch.head_dim);
     let total = total_steps(n, cfg);

@@ -205,12 +205,7 @@ impl LocalModel {
         let cfg_bytes = read(&path.join("config.json"))?;
         let text = String::from_utf8_lossy(&cfg_bytes);
         let mut arch = ArchConfig::from_hf_json(&text).map_err(|e| LocalError(format!("{}: {e}", path.display())))?;
-        arch.compute_dtype = settings.precision.compute_dtype();
-        if let Some(dt) = arch.compute_dtype {
-            if !device.supports_dtype(dt) {
-                return Err(LocalError(format!("`precision = \"{}\"` is not supported on device `{}`", settings.precision.name(), settings.device)));
-            }
-        }
+        arch.compute_dtype = settings.precision.on(&device).map_err(LocalError)?;
         let tokenizer = ChatTokenizer::load(path).map_err(LocalError)?;
         let files = weights::shard_files(path).map_err(LocalError)?;
         let mut lm = CausalLm::new(&arch, &device);

@@ -131,12 +131,12 @@ impl Runner {
         if b == 0 {
             return Vec::new();
         }
-        let a = &self.arch;
-        let (kvh, hd, nl) = (a.num_key_value_heads, a.head_dim, a.num_hidden_layers);
-        let per_tok = self.kv_per_token();
         if self.host_decode {
             return self.step_host(seqs, new);
         }
+        let a = &self.arch;
+        let (kvh, hd, nl) = (a.num_key_value_heads, a.head_dim, a.num_hidden_layers);
+        let per_tok = self.kv_per_token();
         let lmax = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
         let nmax = new.iter().map(|n| n.len()).max().unwrap_or(1).max(1);
         let padded = seqs.iter().any(|s| s.len() != lmax) || new.iter().any(|n| n.len() != nmax) || lmax > 0;
