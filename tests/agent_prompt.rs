@@ -139,3 +139,26 @@ fn released_webshop_opening_thought() {
 fn released_webshop_opening_observation() {
     insta::assert_snapshot!(render(Family::Webshop, "default", Insertion::Observation));
 }
+
+#[test]
+fn single_turn_examples_pair_each_reply_with_the_message_it_answers() {
+    use mpo_run::env::builtin::{expert_trajectory, tracking_thoughts, Game, Split};
+    use mpo_run::mpo::train_stages::{agent_conversation, single_turns};
+    let compact = PromptSet::embedded("compact", Family::Alfworld).unwrap();
+    let mut traj = expert_trajectory(Split::Train, 3);
+    let actions: Vec<String> = traj.turns.iter().map(|t| t.action.clone()).collect();
+    for (turn, th) in traj.turns.iter_mut().zip(tracking_thoughts(&Game::new(Split::Train, 3), &actions)) {
+        turn.thought = Some(th);
+    }
+    let messages = agent_conversation(&compact, "put", &traj.into(), None, Insertion::Instruction, true).unwrap();
+    let turns = single_turns(&messages);
+    assert_eq!(turns.len(), (messages.len() + 1) / 2, "one example per reply");
+    for (k, t) in turns.iter().enumerate() {
+        assert_eq!(t.as_slice(), &messages[2 * k..2 * k + 2], "reply {k} and the message before it");
+    }
+    let shown: Vec<String> = turns[1..3]
+        .iter()
+        .map(|t| t.iter().map(|m| format!("[{:?}] {}", m.role, m.content)).collect::<Vec<_>>().join("\n"))
+        .collect();
+    insta::assert_snapshot!(shown.join("\n-----\n"));
+}

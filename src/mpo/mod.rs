@@ -228,6 +228,7 @@ impl<'a> Builder<'a> {
                     seed: self.spec.experiment.seed,
                     thoughts: a.thoughts,
                     demonstrations: a.demonstrations.clone(),
+                    single_turns: a.single_turns,
                     seed_input,
                 };
                 let label = format!("{}[{name}]", train_stages::AGENT_SFT);

@@ -74,6 +74,9 @@ pub struct AgentSftWork {
     pub thoughts: crate::spec::Thoughts,
     /// `expert` or `follower`.
     pub demonstrations: String,
+    /// Each turn also as an example of its own.
+    #[serde(default)]
+    pub single_turns: bool,
     /// Input index of `seed_plans` (when `plan_share > 0`).
     pub seed_input: Option<usize>,
 }
@@ -88,6 +91,9 @@ impl AgentSftWork {
             "insertion": self.insertion, "train": self.train, "seed": self.seed,
             "thoughts": self.thoughts, "demonstrations": self.demonstrations,
         });
+        if self.single_turns {
+            c["single_turns"] = true.into();
+        }
         // The prompt set's content where its name does not pin it (a
         // directory, or a revised embedded set).
         let id = env
@@ -256,6 +262,16 @@ pub fn agent_conversation(
     Ok(messages)
 }
 
+/// Each reply with the message it answers, as a conversation of its own
+/// (the first reply keeps the opening, which is the message it answers).
+pub fn single_turns(messages: &[Message]) -> Vec<Vec<Message>> {
+    messages
+        .windows(2)
+        .filter(|w| w[0].role == crate::model::Role::User && w[1].role == crate::model::Role::Assistant)
+        .map(<[Message]>::to_vec)
+        .collect()
+}
+
 pub async fn run_agent_sft(w: &AgentSftWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
     let base = load_base(ctx, &w.base)?;
     let env = crate::env::build(&w.env)?;
@@ -304,6 +320,11 @@ pub async fn run_agent_sft(w: &AgentSftWork, ctx: &NodeCtx, writer: &ArtifactWri
         kept += 1;
         let messages = agent_conversation(&prompts, &info.icl_key, &demo, plan, w.insertion, w.thoughts != crate::spec::Thoughts::Off)?;
         examples.push(chat_example(&base.tokenizer, &messages).map_err(|e| anyhow!(e))?);
+        if w.single_turns {
+            for turn in single_turns(&messages) {
+                examples.push(chat_example(&base.tokenizer, &turn).map_err(|e| anyhow!(e))?);
+            }
+        }
     }
     tracing::info!("agent_sft: {kept} successful {} episodes of {} tasks", w.demonstrations, trajectories.len());
     if examples.is_empty() {

@@ -298,6 +298,12 @@ pub struct AgentSftSpec {
     /// that learns to read plans). Successful episodes only.
     #[serde(default = "default_demonstrations")]
     pub demonstrations: String,
+    /// Each turn also as a short example of its own (the observation it
+    /// answers, then the reply), beside the whole episodes: the
+    /// observation-to-verdict lookups are learned in short contexts, where
+    /// a tiny model's attention finds them far sooner.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub single_turns: bool,
 }
 
 fn default_demonstrations() -> String {
