@@ -103,6 +103,7 @@ fn reduced_quickstart_runs_every_stage_with_the_implied_row_counts() {
         ("baseline", 2),
         ("test_plans", 3 * 2),
         ("eval", 2 * (1 + 3 * 2)),
+        ("follower", 2 * 4),
     ] {
         assert_eq!(count(stage), n, "`{stage}` artifacts");
     }
@@ -114,13 +115,18 @@ fn reduced_quickstart_runs_every_stage_with_the_implied_row_counts() {
     assert_eq!(rows("baseline", "episodes.parquet"), vec![3 * 2, 3 * 2]);
     assert!(rows("test_plans", "plans.parquet").iter().all(|&n| n == 3));
     assert!(rows("eval", "episodes.parquet").iter().all(|&n| n == 3));
-    assert_eq!(rows("sft", "train_log.parquet"), vec![24u64.div_ceil(16)], "24 seed plans, batch 16, 1 epoch");
+    assert!(rows("follower", "episodes.parquet").iter().all(|&n| n == 3), "one scripted episode per task");
+    assert_eq!(rows("sft", "train_log.parquet"), vec![24u64.div_ceil(8)], "24 seed plans, batch 8, 1 epoch");
+    // Whole episodes and single turns: more examples than episodes, so
+    // more optimizer steps than 24 episodes in batches of 4 would take.
+    assert!(rows("agent_sft", "train_log.parquet")[0] > 24u64.div_ceil(4));
 
     let index = std::fs::read_to_string(ctx.path("reports/quickstart/index.md")).unwrap();
-    for name in ["table2", "table3", "table4", "table5", "table6", "figure3", "figure6"] {
+    for name in ["table2", "table3", "table4", "table5", "table6", "plan_quality", "figure3", "figure6"] {
         assert!(index.contains(name), "the report links {name}:\n{index}");
     }
-    for f in ["table2.md", "table2.tex", "table2.csv", "figure3.svg", "figure3.png"] {
+    assert!(index.contains("**follower on household/seen**"), "the findings compare the plans by the scripted follower:\n{index}");
+    for f in ["table2.md", "table2.tex", "table2.csv", "plan_quality.md", "figure3.svg", "figure3.png"] {
         assert!(ctx.path(&format!("reports/quickstart/{f}")).exists(), "{f}");
     }
 

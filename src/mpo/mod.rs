@@ -28,6 +28,7 @@ pub mod baseline;
 pub mod common;
 pub mod eval;
 pub mod expert;
+pub mod follower;
 pub mod export;
 pub mod judge;
 pub mod mc_rollouts;
@@ -56,6 +57,7 @@ pub enum Work {
     SeedFile(seed_plans::SeedFileWork),
     Judge(judge::stage::JudgeWork),
     Baseline(baseline::BaselineWork),
+    Follower(follower::FollowerWork),
     AgentSft(train_stages::AgentSftWork),
     /// `sft`, `rft` or `dpo` (the node's stage says which).
     PlannerTrain(train_stages::PlannerTrainWork),
@@ -462,6 +464,18 @@ pub fn drafts(spec: &Spec, source: &dyn Fn(&str) -> String) -> Result<Vec<Draft>
                             Some(node)
                         }
                     };
+                    if ev.follower && matches!(env, EnvSpec::Builtin(_)) {
+                        let w = follower::FollowerWork {
+                            env_name: env_name.clone(),
+                            env: env.clone(),
+                            split: split.clone(),
+                            tasks: ev.tasks.or_else(|| env.task_count(split)),
+                            planner: *variant,
+                        };
+                        let label = format!("{}[{}/{env_name}/{split}]", follower::NAME, test_plans::variant_name(*variant));
+                        let inputs: Vec<usize> = plans_node.into_iter().collect();
+                        b.push(draft(follower::NAME, follower::VERSION, label, w.config(), inputs, Work::Follower(w)));
+                    }
                     let insertions: Vec<Insertion> =
                         if plans_node.is_none() { vec![Insertion::Instruction] } else { ev.insertion.clone() };
                     for insertion in insertions {
@@ -556,7 +570,7 @@ pub fn item_keys(node: &Node, plan: &Plan, store: &Store) -> Result<Option<Vec<S
         },
         Work::Pairs(_) | Work::Init(_) | Work::SeedFile(_) | Work::AgentSft(_) | Work::PlannerTrain(_) => Some(vec![]),
         Work::Judge(_) => None,
-        Work::Baseline(_) => Some(vec![]),
+        Work::Baseline(_) | Work::Follower(_) => Some(vec![]),
         Work::Eval(w) => match w.planner {
             PlannerVariant::None => Some(w.item_keys(None)?),
             _ => match input_dir(0) {
@@ -576,6 +590,7 @@ pub fn whole_stage(work: &Work) -> Option<&'static str> {
         Work::AgentSft(_) | Work::PlannerTrain(_) => Some("one training (checkpointed with `save_every`)"),
         Work::SeedFile(_) => Some("one job (reads `planner.seed_set`)"),
         Work::Baseline(_) => Some("one job (random admissible actions)"),
+        Work::Follower(_) => Some("one job (the scripted plan follower)"),
         _ => None,
     }
 }
@@ -594,6 +609,7 @@ pub async fn run(ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> 
         Work::SeedFile(w) => seed_plans::run_file(w, writer).await,
         Work::Judge(w) => judge::stage::run(w, ctx, writer).await,
         Work::Baseline(w) => baseline::run(w, ctx, writer).await,
+        Work::Follower(w) => follower::run(w, ctx, writer).await,
         Work::AgentSft(w) => train_stages::run_agent_sft(w, ctx, writer).await,
         Work::PlannerTrain(w) => match ctx.node.stage {
             train_stages::SFT => train_stages::run_sft(w, ctx, writer).await,

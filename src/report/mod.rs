@@ -176,7 +176,8 @@ pub fn write_dir(experiment: &str, report: &ReportSpec, results: &Path, dir: &Pa
 /// split and agent, the planner variants compared pairwise (plans in the
 /// instruction) by average reward, with a 95% interval of the difference
 /// (normal approximation, unpaired) and the number of tasks; and the
-/// trained agents against the random-action baseline.
+/// trained agents against the random-action baseline; the scripted plan
+/// follower's cells (stage `follower`) the same way, as the plans' quality.
 fn findings(md: &mut String, recs: &Records) -> Result<()> {
     const DIMS: [&str; 7] = ["variant", "stage", "env", "split", "agent", "planner", "insertion"];
     let all: Vec<u32> = (0..recs.len as u32).collect();
@@ -186,10 +187,12 @@ fn findings(md: &mut String, recs: &Records) -> Result<()> {
     let mut baselines: BTreeMap<(String, String, String), &data::Acc> = BTreeMap::new();
     for (k, acc) in &groups {
         let (variant, stage, env, split, agent, planner, insertion) = (&k[0], &k[1], &k[2], &k[3], &k[4], &k[5], &k[6]);
-        if stage == "baseline" {
+        if stage == "baseline" && agent == "random" {
             baselines.insert((variant.clone(), env.clone(), split.clone()), acc);
         }
-        if stage != "eval" || !(insertion == "instruction" || insertion == "none") {
+        // The scripted follower's cells compare the planners' plans by
+        // themselves (its own section, agent `follower`).
+        if (stage != "eval" && stage != "follower") || !(insertion == "instruction" || insertion == "none") {
             continue;
         }
         cells.entry((variant.clone(), env.clone(), split.clone(), agent.clone())).or_default().insert(planner.clone(), acc);

@@ -460,6 +460,12 @@ pub struct EvalSpec {
     /// clear); 0 = none.
     #[serde(default)]
     pub random_baseline: u32,
+    /// Built-in world: the scripted plan follower also plays each split
+    /// once with each evaluated planner's test plans and with none (agent
+    /// `follower`, stage `follower`): the plans' quality apart from how
+    /// well the trained agent reads them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follower: bool,
     #[serde(default = "default_planners")]
     pub planners: Vec<PlannerVariant>,
     #[serde(default = "default_insertions")]

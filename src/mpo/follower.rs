@@ -1,0 +1,90 @@
+//! Stage `follower`: the built-in world's scripted plan follower plays
+//! every task of a split once with one planner variant's test plans (or
+//! with none) — how good the plans are, apart from how well a trained agent
+//! reads them. The follower goes first to the places a plan names, uses
+//! the appliance it names, and searches blindly otherwise
+//! ([`crate::env::builtin::follow_plan_on`]); it is deterministic.
+//!
+//! - In: the variant's `test_plans` (none for `none`).
+//! - Out: `episodes.parquet` (stage `follower`, agent `follower`, planner
+//!   the variant, insertion `instruction`, or `none` without a plan).
+//! - Key: env identity, split, task count, the plans' key (by input).
+
+use anyhow::{anyhow, bail, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::env::builtin::{follow_plan_on, Game};
+use crate::exec::{NodeCtx, StageOutput};
+use crate::spec::{EnvSpec, PlannerVariant};
+use crate::store::table::{self, EpisodeRow, EPISODES};
+use crate::store::ArtifactWriter;
+
+pub const NAME: &str = "follower";
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FollowerWork {
+    pub env_name: String,
+    pub env: EnvSpec,
+    pub split: String,
+    pub tasks: Option<usize>,
+    pub planner: PlannerVariant,
+}
+
+impl FollowerWork {
+    pub fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+            "env_name": self.env_name, "split": self.split, "tasks": self.tasks,
+            "planner": super::test_plans::variant_name(self.planner),
+        })
+    }
+}
+
+pub async fn run(w: &FollowerWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+    let EnvSpec::Builtin(b) = &w.env else {
+        bail!("the scripted plan follower needs the built-in world");
+    };
+    let env = crate::env::build(&w.env)?;
+    let tasks = env.tasks(&w.split, w.tasks)?;
+    let plans = match w.planner {
+        PlannerVariant::None => None,
+        _ => Some(super::test_plans::read_plans(&ctx.inputs.first().ok_or_else(|| anyhow!("follower: no test plans input"))?.1)?),
+    };
+    let planner = super::test_plans::variant_name(w.planner).to_string();
+    let mut rows = Vec::new();
+    for t in &tasks {
+        let Some(game) = Game::from_task_id(&t.task_id) else { bail!("unknown task `{}`", t.task_id) };
+        let plan = match &plans {
+            None => None,
+            Some(p) => Some(p.get(&t.task_id).ok_or_else(|| anyhow!("follower: no test plan for task `{}`", t.task_id))?.clone()),
+        };
+        let out = follow_plan_on(&game, plan.as_deref(), b.max_steps);
+        let success = out.reward >= 1.0;
+        rows.push(EpisodeRow {
+            stage: NAME.into(),
+            env: w.env_name.clone(),
+            split: w.split.clone(),
+            task_id: t.task_id.clone(),
+            task_type: t.task_type.clone(),
+            agent: NAME.into(),
+            planner: planner.clone(),
+            insertion: if plan.is_some() { "instruction".into() } else { "none".into() },
+            plan_id: None,
+            rollout: 0,
+            seed: None,
+            temperature: 0.0,
+            reward: out.reward,
+            success,
+            steps: out.steps as u64,
+            finish_reason: if success { "success".into() } else { "step_limit".into() },
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            wall_ms: 0,
+            plan,
+            messages: "[]".into(),
+        });
+    }
+    let n = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;
+    Ok(StageOutput::new(0, rows.len()).table("episodes", n))
+}
