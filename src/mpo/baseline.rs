@@ -58,6 +58,35 @@ pub fn random_episode(mut game: Game, seed: u64) -> (f64, u32) {
     (reward, game.steps_taken())
 }
 
+/// An episode row of a scripted policy on the built-in world (no model,
+/// no messages): planner `none`, insertion `none`, rollout 0, unseeded.
+pub(crate) fn scripted_row(stage: &str, env: &str, split: &str, t: &crate::env::TaskInfo, agent: &str, reward: f64, steps: u32) -> EpisodeRow {
+    let success = reward >= 1.0;
+    EpisodeRow {
+        stage: stage.into(),
+        env: env.into(),
+        split: split.into(),
+        task_id: t.task_id.clone(),
+        task_type: t.task_type.clone(),
+        agent: agent.into(),
+        planner: "none".into(),
+        insertion: "none".into(),
+        plan_id: None,
+        rollout: 0,
+        seed: None,
+        temperature: 0.0,
+        reward,
+        success,
+        steps: steps as u64,
+        finish_reason: if success { "success".into() } else { "step_limit".into() },
+        prompt_tokens: 0,
+        completion_tokens: 0,
+        wall_ms: 0,
+        plan: None,
+        messages: "[]".into(),
+    }
+}
+
 pub async fn run(w: &BaselineWork, _ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
     let EnvSpec::Builtin(b) = &w.env else {
         bail!("the random baseline needs the built-in world");
@@ -73,27 +102,10 @@ pub async fn run(w: &BaselineWork, _ctx: &NodeCtx, writer: &ArtifactWriter) -> R
             let seed = derive_seed(w.seed, &[NAME, &t.task_id, &r.to_string()]);
             let (reward, steps) = random_episode(game.clone().with_max_steps(b.max_steps), seed);
             rows.push(EpisodeRow {
-                stage: NAME.into(),
-                env: w.env_name.clone(),
-                split: w.split.clone(),
-                task_id: t.task_id.clone(),
-                task_type: t.task_type.clone(),
-                agent: "random".into(),
-                planner: "none".into(),
-                insertion: "none".into(),
-                plan_id: None,
                 rollout: r as u64,
                 seed: Some(seed),
                 temperature: 1.0,
-                reward,
-                success: reward >= 1.0,
-                steps: steps as u64,
-                finish_reason: if reward >= 1.0 { "success".into() } else { "step_limit".into() },
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                wall_ms: 0,
-                plan: None,
-                messages: "[]".into(),
+                ..scripted_row(NAME, &w.env_name, &w.split, t, "random", reward, steps)
             });
         }
     }

@@ -60,29 +60,12 @@ pub async fn run(w: &FollowerWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Re
             Some(p) => Some(p.get(&t.task_id).ok_or_else(|| anyhow!("follower: no test plan for task `{}`", t.task_id))?.clone()),
         };
         let out = follow_plan_on(&game, plan.as_deref(), b.max_steps);
-        let success = out.reward >= 1.0;
+        let insertion = if plan.is_some() { "instruction" } else { "none" };
         rows.push(EpisodeRow {
-            stage: NAME.into(),
-            env: w.env_name.clone(),
-            split: w.split.clone(),
-            task_id: t.task_id.clone(),
-            task_type: t.task_type.clone(),
-            agent: NAME.into(),
             planner: planner.clone(),
-            insertion: if plan.is_some() { "instruction".into() } else { "none".into() },
-            plan_id: None,
-            rollout: 0,
-            seed: None,
-            temperature: 0.0,
-            reward: out.reward,
-            success,
-            steps: out.steps as u64,
-            finish_reason: if success { "success".into() } else { "step_limit".into() },
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            wall_ms: 0,
+            insertion: insertion.into(),
             plan,
-            messages: "[]".into(),
+            ..super::baseline::scripted_row(NAME, &w.env_name, &w.split, t, NAME, out.reward, out.steps)
         });
     }
     let n = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;
