@@ -58,16 +58,17 @@ pub fn random_episode(mut game: Game, seed: u64) -> (f64, u32) {
     (reward, game.steps_taken())
 }
 
-/// An episode row of a scripted policy on the built-in world (no model,
-/// no messages): planner `none`, insertion `none`, rollout 0, unseeded.
-pub(crate) fn scripted_row(stage: &str, env: &str, split: &str, t: &crate::env::TaskInfo, agent: &str, reward: f64, steps: u32) -> EpisodeRow {
+/// An episode row without a model (a scripted policy, or an episode that
+/// never ran): planner `none`, insertion `none`, rollout 0, unseeded, no
+/// messages; `success` and `finish_reason` follow from `reward`.
+pub(crate) fn scripted_row(stage: &str, env: &str, split: &str, (task_id, task_type): (&str, &str), agent: &str, reward: f64, steps: u32) -> EpisodeRow {
     let success = reward >= 1.0;
     EpisodeRow {
         stage: stage.into(),
         env: env.into(),
         split: split.into(),
-        task_id: t.task_id.clone(),
-        task_type: t.task_type.clone(),
+        task_id: task_id.into(),
+        task_type: task_type.into(),
         agent: agent.into(),
         planner: "none".into(),
         insertion: "none".into(),
@@ -105,7 +106,7 @@ pub async fn run(w: &BaselineWork, _ctx: &NodeCtx, writer: &ArtifactWriter) -> R
                 rollout: r as u64,
                 seed: Some(seed),
                 temperature: 1.0,
-                ..scripted_row(NAME, &w.env_name, &w.split, t, "random", reward, steps)
+                ..scripted_row(NAME, &w.env_name, &w.split, (&t.task_id, &t.task_type), "random", reward, steps)
             });
         }
     }

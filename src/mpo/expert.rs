@@ -271,27 +271,8 @@ pub fn trajectory_messages(t: &ExpertTrajectory) -> Vec<Message> {
 /// An `expert` row with nothing done yet (as an environment failure).
 fn failure_row(env_name: &str, split: &str, task_id: &str, task_type: &str) -> EpisodeRow {
     EpisodeRow {
-        stage: NAME.into(),
-        env: env_name.into(),
-        split: split.into(),
-        task_id: task_id.into(),
-        task_type: task_type.into(),
-        agent: "expert".into(),
-        planner: "none".into(),
-        insertion: "none".into(),
-        plan_id: None,
-        rollout: 0,
-        seed: None,
-        temperature: 0.0,
-        reward: 0.0,
-        success: false,
-        steps: 0,
         finish_reason: "env_failure".into(),
-        prompt_tokens: 0,
-        completion_tokens: 0,
-        wall_ms: 0,
-        plan: None,
-        messages: "[]".into(),
+        ..super::baseline::scripted_row(NAME, env_name, split, (task_id, task_type), "expert", 0.0, 0)
     }
 }
 

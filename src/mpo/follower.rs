@@ -65,7 +65,7 @@ pub async fn run(w: &FollowerWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Re
             planner: planner.clone(),
             insertion: insertion.into(),
             plan,
-            ..super::baseline::scripted_row(NAME, &w.env_name, &w.split, t, NAME, out.reward, out.steps)
+            ..super::baseline::scripted_row(NAME, &w.env_name, &w.split, (&t.task_id, &t.task_type), NAME, out.reward, out.steps)
         });
     }
     let n = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;
