@@ -10,10 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mpo_run::exec::NodeCtx;
-use mpo_run::mpo::expert::ExpertWork;
-use mpo_run::mpo::Work;
-use mpo_run::plan::Node;
+use mpo_run::stage::NodeCtx;
 use mpo_run::store::table::{read_rows, write_rows, EpisodeRow, EPISODES};
 use mpo_run::store::Store;
 
@@ -66,32 +63,18 @@ fn main() {
     let items = if quick { 1_000 } else { 10_000 };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let store = Store::open(dir.path().join("results")).unwrap();
-    let node = Node {
-        id: 0,
-        stage: "bench",
-        version: 1,
-        label: "bench".into(),
-        config: serde_json::Value::Null,
-        inputs: vec![],
-        key: "bench".into(),
-        variants: vec!["base".into()],
-        work: Work::Expert(ExpertWork {
-            env_name: "x".into(),
-            env: mpo_run::spec::EnvSpec::Builtin(mpo_run::spec::BuiltinEnvSpec { max_steps: 30, tasks: Default::default() }),
-            split: "train".into(),
-            tasks: 0,
-            env_retries: 0,
-        }),
-    };
     let ctx = NodeCtx {
         store: store.clone(),
-        node,
+        stage: "bench",
+        key: "bench".into(),
+        label: "bench".into(),
         inputs: vec![],
         progress: indicatif::ProgressBar::hidden(),
         force: false,
         models: Arc::new(Default::default()),
         envs: Arc::new(Default::default()),
         shard: None,
+        journal: "bench",
     };
     for pass in ["fresh", "reused"] {
         let list: Vec<(String, usize)> = (0..items).map(|i| (format!("item-{i}"), i)).collect();

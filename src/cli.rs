@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::exec::{self, RunOptions};
 use crate::plan::{self, Plan};
 use crate::spec::{self, LoadOptions, SpecError};
-use crate::store::{collate, Store};
+use crate::report::collate;
+use crate::store::Store;
 
 /// Declarative experiment runner for Meta Plan Optimization (MPO).
 ///
@@ -197,7 +198,7 @@ pub fn plan_for(path: &Path, opts: &LoadOptions) -> Result<(Plan, Store)> {
         return Err(UserError(format!("spec `{}` does not exist", path.display())).into());
     }
     let variants = spec::expand(path, opts).map_err(UserError::from)?;
-    let plan = Plan::build(&variants).map_err(|e| UserError(format!("{e:#}")))?;
+    let plan = Plan::build(&variants, &crate::mpo::drafts).map_err(|e| UserError(format!("{e:#}")))?;
     let store = Store::open_read_only(&plan.results_dir);
     Ok((plan, store))
 }
@@ -276,7 +277,7 @@ fn run_spec(path: &Path, opts: &LoadOptions, args: &RunArgs, verbose: u8) -> Res
         return Ok(0);
     }
     let store = Store::open(store.root())?;
-    let log = store.root().join("runs").join(format!(
+    let log = store.runs_dir().join(format!(
         "{}-{}.log",
         chrono::Utc::now().format("%Y%m%dT%H%M%S"),
         plan.experiment
@@ -351,9 +352,17 @@ fn clean(specs: &[PathBuf], opts: &LoadOptions, yes: bool, items: bool) -> Resul
                 doomed.push(store.artifact_dir(&stage, &key));
             }
         }
+        // Checkpoints and reference scores of trainings that no spec
+        // given still plans (a kept training resumes from its own).
+        for (stage, name) in store.training_leftovers()? {
+            let key = name.split('.').next().unwrap_or_default();
+            if !keep.contains(&(stage.clone(), key.to_string())) {
+                doomed.push(store.checkpoint_dir(&stage, &name));
+            }
+        }
         if items {
             let kept_stages: std::collections::HashSet<_> = keep.iter().map(|(s, _)| s.clone()).collect();
-            for entry in std::fs::read_dir(store.root().join("items"))? {
+            for entry in std::fs::read_dir(store.items_dir())? {
                 let entry = entry?;
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if !kept_stages.contains(&name) {
@@ -387,7 +396,11 @@ fn clean(specs: &[PathBuf], opts: &LoadOptions, yes: bool, items: bool) -> Resul
         }
     }
     for d in &doomed {
-        std::fs::remove_dir_all(d)?;
+        if d.is_dir() {
+            std::fs::remove_dir_all(d)?;
+        } else {
+            std::fs::remove_file(d)?;
+        }
     }
     for s in &stores {
         s.clean_tmp()?;

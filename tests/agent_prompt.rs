@@ -143,7 +143,7 @@ fn released_webshop_opening_observation() {
 #[test]
 fn single_turn_examples_pair_each_reply_with_the_message_it_answers() {
     use mpo_run::env::builtin::{expert_trajectory, tracking_thoughts, Game, Split};
-    use mpo_run::mpo::train_stages::{agent_conversation, single_turns};
+    use mpo_run::mpo::agent_sft::{agent_conversation, single_turns};
     let compact = PromptSet::embedded("compact", Family::Alfworld).unwrap();
     let mut traj = expert_trajectory(Split::Train, 3);
     let actions: Vec<String> = traj.turns.iter().map(|t| t.action.clone()).collect();

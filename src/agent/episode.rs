@@ -20,7 +20,7 @@ use super::parse::{parse_action, ActionRule};
 use super::prompt::{observation_message, opening, PromptSet};
 use crate::env::{EnvError, Environment, TaskInfo};
 use crate::model::{ChatModel, ChatRequest, Message, ModelError};
-use crate::spec::Insertion;
+use super::Insertion;
 
 /// Switches for quirks of the released loops that shaped published numbers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -5,3 +5,15 @@
 pub mod episode;
 pub mod parse;
 pub mod prompt;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a meta plan goes in the agent's prompt (Table 4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Insertion {
+    #[default]
+    Instruction,
+    Thought,
+    Observation,
+}

@@ -15,13 +15,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-/// Which release rule parses actions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ActionRule {
-    Alfworld,
-    Sciworld,
-    Webshop,
-}
+pub use crate::env::ActionRule;
 
 static ALFWORLD: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)Action:\s?(.*)").expect("valid regex"));
 static STRICT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)Action: (.*)").expect("valid regex"));

@@ -22,16 +22,9 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 
 use crate::model::{Message, Role};
-use crate::spec::Insertion;
+use super::Insertion;
 
-/// The environment family a prompt set is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Family {
-    Alfworld,
-    Sciworld,
-    Webshop,
-}
+pub use crate::env::Family;
 
 impl Family {
     fn prefix(self) -> &'static str {

@@ -1,4 +1,4 @@
-//! Environments behind one trait. Three kinds (DESIGN.md §2): the built-in
+//! Environments behind one trait. Three kinds (docs/ARCHITECTURE.md): the built-in
 //! household world ([`builtin`], in-process, deterministic), ScienceWorld
 //! (the real simulator through bridge processes) and AgentGym HTTP servers.
 //!
@@ -13,12 +13,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::agent::parse::ActionRule;
-use crate::agent::prompt::Family;
 
 pub mod agentgym;
 pub mod builtin;
 pub mod sciworld;
+mod spec;
+
+pub use spec::{BuiltinEnvSpec, EnvSpec};
 
 /// One task of a split, as the agent loop needs it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,6 +108,24 @@ pub fn builtin_identity(max_steps: u32) -> serde_json::Value {
     })
 }
 
+/// The first `limit` tasks of a built-in split (all if `None`).
+pub fn builtin_tasks(split: &str, limit: Option<usize>, max_steps: u32) -> Result<Vec<TaskInfo>, EnvError> {
+    let s = builtin::Split::parse(split).ok_or_else(|| EnvError(format!("the built-in world has no split `{split}`")))?;
+    let n = limit.map_or(s.size(), |l| l.min(s.size()));
+    Ok((0..n)
+        .map(|i| {
+            let g = builtin::Game::new(s, i);
+            TaskInfo {
+                task_id: g.task_id(),
+                split: s.name().to_string(),
+                task_type: g.task_type().name().to_string(),
+                icl_key: g.task_type().icl_key().to_string(),
+                max_steps: max_steps,
+            }
+        })
+        .collect())
+}
+
 /// The built-in world as an [`Environment`].
 #[derive(Clone, Debug)]
 pub struct BuiltinEnv {
@@ -150,20 +169,7 @@ impl Environment for BuiltinEnv {
         builtin::Split::ALL.iter().map(|s| s.name().to_string()).collect()
     }
     fn tasks(&self, split: &str, limit: Option<usize>) -> Result<Vec<TaskInfo>, EnvError> {
-        let s = builtin::Split::parse(split).ok_or_else(|| EnvError(format!("the built-in world has no split `{split}`")))?;
-        let n = limit.map_or(s.size(), |l| l.min(s.size()));
-        Ok((0..n)
-            .map(|i| {
-                let g = builtin::Game::new(s, i);
-                TaskInfo {
-                    task_id: g.task_id(),
-                    split: s.name().to_string(),
-                    task_type: g.task_type().name().to_string(),
-                    icl_key: g.task_type().icl_key().to_string(),
-                    max_steps: self.max_steps,
-                }
-            })
-            .collect())
+        builtin_tasks(split, limit, self.max_steps)
     }
     async fn task_text(&self, task: &TaskInfo) -> Result<String, EnvError> {
         builtin::Game::from_task_id(&task.task_id)
@@ -179,11 +185,11 @@ impl Environment for BuiltinEnv {
 }
 
 /// Builds the environment a spec declares.
-pub fn build(spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
+pub fn build(spec: &EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
     Ok(match spec {
-        crate::spec::EnvSpec::Builtin(b) => Arc::new(BuiltinEnv { max_steps: b.max_steps }),
-        crate::spec::EnvSpec::Agentgym(a) => agentgym::build(a),
-        crate::spec::EnvSpec::Sciworld(s) => sciworld::build(s).map(|e| e as Arc<dyn Environment>).map_err(EnvError)?,
+        EnvSpec::Builtin(b) => Arc::new(BuiltinEnv { max_steps: b.max_steps }),
+        EnvSpec::Agentgym(a) => agentgym::build(a),
+        EnvSpec::Sciworld(s) => sciworld::build(s).map(|e| e as Arc<dyn Environment>).map_err(EnvError)?,
     })
 }
 
@@ -199,8 +205,8 @@ pub struct Registry {
 
 impl Registry {
     /// The environment of `spec`, built (and health-checked) on first use.
-    pub async fn get(&self, spec: &crate::spec::EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
-        if let crate::spec::EnvSpec::Sciworld(s) = spec {
+    pub async fn get(&self, spec: &EnvSpec) -> Result<Arc<dyn Environment>, EnvError> {
+        if let EnvSpec::Sciworld(s) = spec {
             let env: Arc<dyn Environment> = self.sciworld(s).await?;
             return Ok(env);
         }
@@ -226,3 +232,33 @@ impl Registry {
         Ok(self.sciworld.lock().expect("env registry poisoned").entry(key).or_insert(env).clone())
     }
 }
+
+/// The environment family: which released prompts, ICL examples and
+/// action rule an environment's episodes use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Alfworld,
+    Sciworld,
+    Webshop,
+}
+
+impl Family {
+    /// `alfworld`, `sciworld` or `webshop`: the prompt files' prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Alfworld => "alfworld",
+            Family::Sciworld => "sciworld",
+            Family::Webshop => "webshop",
+        }
+    }
+}
+
+/// Which release rule parses actions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionRule {
+    Alfworld,
+    Sciworld,
+    Webshop,
+}
+

@@ -8,19 +8,16 @@
 //! with the nodes that do not depend on it and the exit status says it
 //! failed; a rerun retries only the failed items.
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::plan::{Node, Plan};
+use crate::plan::Plan;
+use crate::stage::{Input, NodeCtx, ShardIncomplete, Stage};
 use crate::store::{Manifest, Store};
 
 /// How to run.
@@ -35,7 +32,7 @@ pub struct RunOptions {
     /// Show progress bars (on stderr, when it is a terminal).
     pub progress: bool,
     /// `(i, n)`: compute only the items whose key hashes to shard `i` of
-    /// `n` (DESIGN.md §5: a job array over a shared results dir). Sharded
+    /// `n` (a job array over a shared results dir, docs/ARCHITECTURE.md). Sharded
     /// nodes journal their items but commit nothing; a final run without
     /// `--shard` assembles the artifacts from the journals.
     pub shard: Option<(u32, u32)>,
@@ -98,185 +95,6 @@ impl RunSummary {
             out.push_str(&format!("  `{label}`: {text}\n"));
         }
         out
-    }
-}
-
-/// What a stage wrote.
-#[derive(Clone, Debug, Default)]
-pub struct StageOutput {
-    pub rows: BTreeMap<String, usize>,
-    pub reused: usize,
-    pub computed: usize,
-    /// Items recorded as transient failures (see `Manifest::items_failed`).
-    pub failed: usize,
-}
-
-impl StageOutput {
-    pub fn new(reused: usize, computed: usize) -> Self {
-        Self { rows: BTreeMap::new(), reused, computed, failed: 0 }
-    }
-    /// Items recorded as transient failures, retried by the next run.
-    pub fn failed(mut self, n: usize) -> Self {
-        self.failed = n;
-        self
-    }
-    /// A Parquet table `<name>.parquet` with `rows` rows.
-    pub fn table(mut self, name: &str, rows: usize) -> Self {
-        self.rows.insert(format!("{name}.parquet"), rows);
-        self
-    }
-    /// Another file with `rows` records.
-    pub fn file(mut self, name: &str, rows: usize) -> Self {
-        self.rows.insert(name.to_string(), rows);
-        self
-    }
-}
-
-/// Item values of a node, in item order.
-pub struct ItemResults {
-    pub values: Vec<serde_json::Value>,
-    pub reused: usize,
-    pub computed: usize,
-    /// Values that are transient failures (not journaled).
-    pub transient: usize,
-}
-
-/// An item value that records a transient failure (an environment failure
-/// after its retries): it is written to the results but not journaled, so
-/// the next run retries it.
-pub fn is_transient(value: &serde_json::Value) -> bool {
-    value.get("env_failure").is_some_and(|v| !v.is_null())
-}
-
-/// What a running node sees.
-pub struct NodeCtx {
-    pub store: Store,
-    pub node: Node,
-    /// Input nodes and their artifact directories, in `node.inputs` order.
-    pub inputs: Vec<(Node, PathBuf)>,
-    pub progress: ProgressBar,
-    pub force: bool,
-    pub models: Arc<crate::model::Registry>,
-    pub envs: Arc<crate::env::Registry>,
-    pub shard: Option<(u32, u32)>,
-}
-
-/// A sharded node computed its part (not a failure).
-#[derive(Debug, thiserror::Error)]
-#[error("shard finished {computed} items")]
-pub struct ShardIncomplete {
-    pub computed: usize,
-}
-
-/// Whether an item key belongs to shard `i` of `n`.
-pub fn in_shard(key: &str, (i, n): (u32, u32)) -> bool {
-    let h = blake3::hash(key.as_bytes());
-    u32::from_le_bytes(h.as_bytes()[..4].try_into().expect("4 bytes")) % n == i
-}
-
-/// The journal an item of `stage` lives in. Episodes of `mc_rollouts` and
-/// `eval` share one, so the same episode is never run twice.
-pub fn journal_namespace(stage: &str) -> &str {
-    match stage {
-        "mc_rollouts" | "eval" => "episodes",
-        other => other,
-    }
-}
-
-/// Test knob: sleep this many ms in each computed item (crash tests need a
-/// run that is reliably mid-stage when killed). Not a spec key.
-fn test_item_delay() -> Option<Duration> {
-    std::env::var("MPORUN_TEST_ITEM_DELAY_MS").ok()?.parse().ok().map(Duration::from_millis)
-}
-
-impl NodeCtx {
-    /// Runs `items` (key, input) with at most `concurrency` at once: items
-    /// whose key is in the journal are reused, the others computed by `f`
-    /// and journaled as each finishes. Fails if any item failed, after all
-    /// others finished (and were journaled).
-    pub async fn run_items<T, F, Fut>(
-        &self,
-        items: Vec<(String, T)>,
-        concurrency: usize,
-        f: F,
-    ) -> Result<ItemResults>
-    where
-        T: Send + 'static,
-        F: Fn(T) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<serde_json::Value>> + Send + 'static,
-    {
-        let journal = self.store.journal(journal_namespace(self.node.stage))?;
-        let total = items.len();
-        let mut values: Vec<Option<serde_json::Value>> = vec![None; total];
-        let mut todo = Vec::new();
-        for (i, (key, input)) in items.into_iter().enumerate() {
-            match (self.force, journal.get(&key)) {
-                (false, Some(v)) => values[i] = Some(v),
-                _ => todo.push((i, key, input)),
-            }
-        }
-        if let Some(shard) = self.shard {
-            todo.retain(|(_, key, _)| in_shard(key, shard));
-        }
-        let reused = total - todo.len();
-        self.progress.set_length(total as u64);
-        self.progress.set_position(reused as u64);
-        let computed = todo.len();
-        let delay = test_item_delay();
-        let f = Arc::new(f);
-        let sem = Arc::new(Semaphore::new(concurrency.max(1)));
-        let failures = Arc::new(AtomicUsize::new(0));
-        let mut set = JoinSet::new();
-        for (i, key, input) in todo {
-            let (f, sem, journal, pb, force) =
-                (f.clone(), sem.clone(), journal.clone(), self.progress.clone(), self.force);
-            let failures = failures.clone();
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await.expect("semaphore open");
-                if let Some(d) = delay {
-                    tokio::time::sleep(d).await;
-                }
-                let out = f(input).await;
-                let out = match out {
-                    Ok(v) if is_transient(&v) => Ok(v),
-                    Ok(v) => {
-                        let rec = if force { journal.record_forced(&key, &v) } else { journal.record(&key, &v) };
-                        rec.map(|_| v)
-                    }
-                    Err(e) => Err(e),
-                };
-                if out.is_err() {
-                    failures.fetch_add(1, Ordering::Relaxed);
-                }
-                pb.inc(1);
-                (i, out)
-            });
-        }
-        let mut errors = Vec::new();
-        while let Some(joined) = set.join_next().await {
-            let (i, out) = joined.map_err(|e| anyhow!("item task panicked: {e}"))?;
-            match out {
-                Ok(v) => values[i] = Some(v),
-                Err(e) => errors.push(format!("item {i}: {e:#}")),
-            }
-        }
-        journal.sync()?;
-        if errors.is_empty() && self.shard.is_some() {
-            return Err(ShardIncomplete { computed }.into());
-        }
-        if !errors.is_empty() {
-            errors.sort();
-            let shown: Vec<_> = errors.iter().take(3).cloned().collect();
-            return Err(anyhow!(
-                "{} of {} items failed (finished items are kept; a rerun retries only the failed ones): {}",
-                errors.len(),
-                total,
-                shown.join("; ")
-            ));
-        }
-        let values: Vec<serde_json::Value> = values.into_iter().map(|v| v.expect("every item has a value")).collect();
-        let transient = values.iter().filter(|v| is_transient(v)).count();
-        Ok(ItemResults { values, reused, computed, transient })
     }
 }
 
@@ -352,23 +170,29 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
             let inputs = node
                 .inputs
                 .iter()
-                .map(|&i| (plan.nodes[i].clone(), store.artifact_dir(plan.nodes[i].stage, &plan.nodes[i].key)))
+                .map(|&i| {
+                    let n = &plan.nodes[i];
+                    Input { stage: n.stage, key: n.key.clone(), label: n.label.clone(), dir: store.artifact_dir(n.stage, &n.key) }
+                })
                 .collect();
             let ctx = NodeCtx {
                 store: store.clone(),
-                node: node.clone(),
+                stage: node.stage,
+                key: node.key.clone(),
+                label: node.label.clone(),
                 inputs,
                 progress: bar(&mp, &node.label, opts.progress),
                 force: forced,
                 models: models.clone(),
                 envs: envs.clone(),
                 shard: opts.shard,
+                journal: node.work.journal(),
             };
             let jobs = jobs.clone();
+            let (work, config) = (node.work.clone(), node.config.clone());
             running.spawn(async move {
                 let _permit = jobs.acquire_owned().await.expect("semaphore open");
-                let id = ctx.node.id;
-                (id, run_node(ctx).await)
+                (id, run_node(work.as_ref(), config, ctx).await)
             });
         }
         if status.iter().all(|s| s.is_some()) {
@@ -391,19 +215,19 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
     })
 }
 
-async fn run_node(ctx: NodeCtx) -> NodeStatus {
+async fn run_node(work: &dyn Stage, config: serde_json::Value, ctx: NodeCtx) -> NodeStatus {
     let start = Instant::now();
-    let label = ctx.node.label.clone();
-    tracing::info!("`{label}` starts [{}]", ctx.node.key);
+    let label = ctx.label.clone();
+    tracing::info!("`{label}` starts [{}]", ctx.key);
     let result = async {
-        let writer = ctx.store.begin(ctx.node.stage, &ctx.node.key)?;
-        let out = crate::mpo::run(&ctx, &writer).await?;
+        let writer = ctx.store.begin(ctx.stage, &ctx.key)?;
+        let out = work.run(&ctx, &writer).await?;
         let manifest = Manifest {
-            stage: ctx.node.stage.to_string(),
-            key: ctx.node.key.clone(),
-            label: ctx.node.label.clone(),
-            inputs: ctx.inputs.iter().map(|(n, _)| n.key.clone()).collect(),
-            config: ctx.node.config.clone(),
+            stage: ctx.stage.to_string(),
+            key: ctx.key.clone(),
+            label: ctx.label.clone(),
+            inputs: ctx.inputs.iter().map(|i| i.key.clone()).collect(),
+            config,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             created: chrono::Utc::now().to_rfc3339(),
             rows: out.rows.clone(),
@@ -415,7 +239,7 @@ async fn run_node(ctx: NodeCtx) -> NodeStatus {
                 + ctx
                     .inputs
                     .iter()
-                    .filter_map(|(n, _)| ctx.store.manifest(n.stage, &n.key))
+                    .filter_map(|i| ctx.store.manifest(i.stage, &i.key))
                     .map(|m| m.items_failed)
                     .sum::<usize>(),
         };

@@ -121,15 +121,15 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn get(&self, name: &str, spec: &crate::spec::ModelSpec) -> Result<std::sync::Arc<dyn ChatModel>, ModelError> {
+    pub fn get(&self, name: &str, spec: &ModelSpec) -> Result<std::sync::Arc<dyn ChatModel>, ModelError> {
         let key = format!("{name}:{}", serde_json::to_string(spec).unwrap_or_default());
         let mut cache = self.cache.lock().expect("model registry poisoned");
         if let Some(m) = cache.get(&key) {
             return Ok(m.clone());
         }
         let model: std::sync::Arc<dyn ChatModel> = match spec {
-            crate::spec::ModelSpec::Openai(cfg) => std::sync::Arc::new(openai::OpenAiClient::new(name, cfg.clone())?),
-            crate::spec::ModelSpec::Local(cfg) => std::sync::Arc::new(
+            ModelSpec::Openai(cfg) => std::sync::Arc::new(openai::OpenAiClient::new(name, cfg.clone())?),
+            ModelSpec::Local(cfg) => std::sync::Arc::new(
                 local::LocalModel::from_config(cfg).map_err(|e| ModelError::Other(format!("model `{name}`: {e:#}")))?,
             ),
         };
@@ -137,3 +137,24 @@ impl Registry {
         Ok(model)
     }
 }
+
+/// `[models.NAME]`: a chat model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelSpec {
+    /// An OpenAI-compatible chat-completions endpoint (vLLM, SGLang, …).
+    Openai(openai::OpenAiConfig),
+    /// A Llama/Qwen2-architecture model run in-process with burn, from a
+    /// Hugging Face directory (`path`).
+    Local(local::LocalModelConfig),
+}
+
+impl ModelSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ModelSpec::Openai(_) => "openai",
+            ModelSpec::Local(_) => "local",
+        }
+    }
+}
+

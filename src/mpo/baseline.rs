@@ -7,12 +7,15 @@
 //!   `none`), `episodes_per_task` episodes per task.
 //! - Key: env identity, split, task count, episodes per task, seed.
 
+use std::path::PathBuf;
+
+use async_trait::async_trait;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::common::derive_seed;
 use crate::env::builtin::{Game, Split};
-use crate::exec::{NodeCtx, StageOutput};
+use crate::stage::{Items, NodeCtx, Stage, StageOutput};
 use crate::model::local::generate::Rng;
 use crate::spec::EnvSpec;
 use crate::store::table::{self, EpisodeRow, EPISODES};
@@ -34,7 +37,7 @@ pub struct BaselineWork {
 impl BaselineWork {
     pub fn config(&self) -> serde_json::Value {
         serde_json::json!({
-            "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+            "env": self.env.identity(),
             "env_name": self.env_name, "split": self.split, "tasks": self.tasks,
             "episodes_per_task": self.episodes_per_task, "seed": self.seed,
         })
@@ -92,8 +95,7 @@ pub async fn run(w: &BaselineWork, _ctx: &NodeCtx, writer: &ArtifactWriter) -> R
     let EnvSpec::Builtin(b) = &w.env else {
         bail!("the random baseline needs the built-in world");
     };
-    let env = crate::env::build(&w.env)?;
-    let tasks = env.tasks(&w.split, w.tasks)?;
+    let tasks = w.env.tasks(&w.split, w.tasks)?;
     let Some(split) = Split::parse(&w.split) else { bail!("unknown split `{}`", w.split) };
     let mut rows = Vec::new();
     for t in &tasks {
@@ -112,4 +114,23 @@ pub async fn run(w: &BaselineWork, _ctx: &NodeCtx, writer: &ArtifactWriter) -> R
     }
     let n = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;
     Ok(StageOutput::new(0, rows.len()).table("episodes", n))
+}
+
+#[async_trait]
+impl Stage for BaselineWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        self.config()
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Whole("one job (random admissible actions)"))
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run(self, ctx, writer).await
+    }
 }

@@ -14,6 +14,10 @@ use crate::model::{ChatModel, ChatRequest, Message};
 use crate::spec::Insertion;
 use crate::store::table::EpisodeRow;
 
+/// The item journal of episodes: `mc_rollouts` and `eval` share it, so
+/// the same episode (same agent, env, task, plan, seed) never runs twice.
+pub const EPISODE_JOURNAL: &str = "episodes";
+
 /// A seed derived from the experiment seed and a path of names/indices.
 pub fn derive_seed(base: u64, parts: &[&str]) -> u64 {
     let h = blake3::hash(format!("{base}:{}", parts.join("/")).as_bytes());
@@ -86,7 +90,7 @@ pub async fn sample_plan(
 /// What a planner-calling stage needs: the env, the model (ready), the
 /// prompt set and its identity.
 pub async fn planner_setup(
-    ctx: &crate::exec::NodeCtx,
+    ctx: &crate::stage::NodeCtx,
     env: &crate::spec::EnvSpec,
     model: &super::models::ModelRef,
     prompts: &str,

@@ -11,6 +11,9 @@
 //!   prompts, temperature and seed, so an episode is reused by any cell (or
 //!   experiment) that would run exactly the same episode.
 
+use std::path::PathBuf;
+
+use async_trait::async_trait;
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
@@ -19,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{derive_seed, episode_item, episode_row, prompt_identity, prompt_set, RowContext};
 use super::test_plans::{read_plans, variant_name};
 use crate::env::TaskInfo;
-use crate::exec::{NodeCtx, StageOutput};
+use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
 use crate::plan::short_hash;
 use crate::spec::{EnvSpec, Insertion, PlannerVariant};
 use crate::store::table::{self, EpisodeRow, EPISODES};
@@ -43,13 +46,15 @@ pub struct EvalWork {
     pub concurrency: usize,
     pub env_retries: u32,
     pub quirks: crate::agent::episode::Quirks,
+    /// The `test_plans` artifact (none for the `none` variant).
+    pub plans: Option<Slot>,
 }
 
 impl EvalWork {
     pub fn config(&self) -> serde_json::Value {
         serde_json::json!({
             "agent": self.agent.config(),
-            "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+            "env": self.env.identity(),
             "env_name": self.env_name,
             "agent_name": self.agent.name,
             "split": self.split,
@@ -64,7 +69,7 @@ impl EvalWork {
     }
 
     pub fn tasks(&self) -> Result<Vec<TaskInfo>> {
-        Ok(crate::env::build(&self.env)?.tasks(&self.split, self.tasks)?)
+        Ok(self.env.tasks(&self.split, self.tasks)?)
     }
 
     /// Episodes at temperature 0 are deterministic: no seed.
@@ -86,7 +91,7 @@ impl EvalWork {
 
     /// Item keys; `plans` is `None` for the `none` variant.
     pub fn item_keys(&self, plans: Option<&std::collections::HashMap<String, String>>) -> Result<Vec<String>> {
-        let env = crate::env::build(&self.env)?;
+        let env = &self.env;
         let pid = prompt_identity(&prompt_set(&self.prompts, env.family())?);
         let env_id = env.identity();
         self.tasks()?
@@ -103,9 +108,9 @@ impl EvalWork {
 }
 
 pub async fn run(w: &EvalWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    let plans = match w.planner {
-        PlannerVariant::None => None,
-        _ => Some(read_plans(&ctx.inputs[0].1)?),
+    let plans = match w.plans {
+        None => None,
+        Some(slot) => Some(read_plans(ctx.input(slot)?)?),
     };
     let env = ctx.envs.get(&w.env).await?;
     let model = w.agent.resolve(ctx).await?;
@@ -145,7 +150,38 @@ pub async fn run(w: &EvalWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
     let n = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;
     let failures = rows.iter().filter(|r| r.finish_reason == "env_failure").count();
     if failures > 0 {
-        tracing::warn!("`{}`: {failures} episodes recorded as environment failures", ctx.node.label);
+        tracing::warn!("`{}`: {failures} episodes recorded as environment failures", ctx.label);
     }
     Ok(StageOutput::new(results.reused, results.computed).table("episodes", n).failed(results.transient))
+}
+
+#[async_trait]
+impl Stage for EvalWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        self.config()
+    }
+    fn bind(&mut self, input_keys: &[String]) {
+        self.agent.bind(input_keys);
+    }
+    fn journal(&self) -> &'static str {
+        super::common::EPISODE_JOURNAL
+    }
+    fn items(&self, inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(match self.plans {
+            None => Items::Keys(self.item_keys(None)?),
+            Some(slot) => match slot.dir_in(inputs) {
+                Some(dir) => Items::Keys(self.item_keys(Some(&read_plans(dir)?))?),
+                None => Items::KnownLater,
+            },
+        })
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run(self, ctx, writer).await
+    }
 }

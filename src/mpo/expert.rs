@@ -25,7 +25,10 @@
 //! artifact is provisional, so the next run retries just those tasks.
 //! Finished replays are journaled as each ends.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+
+use async_trait::async_trait;
 
 use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -33,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::env::builtin::{self, Split, Turn};
 use crate::env::sciworld::{self, SciworldEnv};
 use crate::env::TaskInfo;
-use crate::exec::{is_transient, NodeCtx, StageOutput};
+use crate::stage::{is_transient, Items, NodeCtx, Stage, StageOutput};
 use crate::model::Message;
 use crate::plan::{short_hash, Draft};
 use crate::spec::{EnvSpec, Spec};
@@ -164,7 +167,7 @@ fn expert_identity(env_name: &str, env: &EnvSpec) -> Result<serde_json::Value> {
 }
 
 pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec) -> anyhow::Result<Draft> {
-    let identity = expert_identity(env_name, env)?;
+    expert_identity(env_name, env)?;
     let work = ExpertWork {
         env_name: env_name.to_string(),
         env: env.clone(),
@@ -172,19 +175,30 @@ pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec) -> anyhow::Result<Draft
         tasks: super::train_tasks(env),
         env_retries: spec.experiment.env_retries,
     };
-    let config = serde_json::json!({
-        "env": { "name": env_name, "identity": identity },
-        "split": work.split,
-        "tasks": work.tasks,
-    });
-    Ok(Draft {
-        stage: NAME,
-        version: VERSION,
-        label: format!("{NAME}[{env_name}/{}]", work.split),
-        config,
-        inputs: vec![],
-        work: super::Work::Expert(work),
-    })
+    Ok(Draft::new(format!("{NAME}[{env_name}/{}]", work.split), vec![], work))
+}
+
+#[async_trait]
+impl Stage for ExpertWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "env": { "name": self.env_name, "identity": self.env.identity() },
+            "split": self.split,
+            "tasks": self.tasks,
+        })
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Keys(self.item_keys()?))
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run(self, ctx, writer).await
+    }
 }
 
 impl ExpertWork {
@@ -333,13 +347,13 @@ pub async fn run(w: &ExpertWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Resu
     if results.transient > 0 {
         tracing::warn!(
             "`{}`: {} tasks failed in the environment (rows with `finish_reason = \"env_failure\"`); the next run retries them",
-            ctx.node.label,
+            ctx.label,
             results.transient
         );
     }
     let failed_gold = trajectories.iter().filter(|t| !t.succeeded()).count();
     if failed_gold > 0 {
-        tracing::info!("`{}`: the expert did not reach the goal on {failed_gold} of {} tasks", ctx.node.label, trajectories.len());
+        tracing::info!("`{}`: the expert did not reach the goal on {failed_gold} of {} tasks", ctx.label, trajectories.len());
     }
     super::common::write_jsonl(&writer.path("trajectories.jsonl"), &trajectories)?;
     let n = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;

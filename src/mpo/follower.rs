@@ -10,11 +10,14 @@
 //!   the variant, insertion `instruction`, or `none` without a plan).
 //! - Key: env identity, split, task count, the plans' key (by input).
 
+use std::path::PathBuf;
+
+use async_trait::async_trait;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::env::builtin::{follow_plan_on, Game};
-use crate::exec::{NodeCtx, StageOutput};
+use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
 use crate::spec::{EnvSpec, PlannerVariant};
 use crate::store::table::{self, EpisodeRow, EPISODES};
 use crate::store::ArtifactWriter;
@@ -29,12 +32,14 @@ pub struct FollowerWork {
     pub split: String,
     pub tasks: Option<usize>,
     pub planner: PlannerVariant,
+    /// The `test_plans` artifact it plays (none for the `none` variant).
+    pub plans: Option<Slot>,
 }
 
 impl FollowerWork {
     pub fn config(&self) -> serde_json::Value {
         serde_json::json!({
-            "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+            "env": self.env.identity(),
             "env_name": self.env_name, "split": self.split, "tasks": self.tasks,
             "planner": super::test_plans::variant_name(self.planner),
         })
@@ -45,11 +50,10 @@ pub async fn run(w: &FollowerWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Re
     let EnvSpec::Builtin(b) = &w.env else {
         bail!("the scripted plan follower needs the built-in world");
     };
-    let env = crate::env::build(&w.env)?;
-    let tasks = env.tasks(&w.split, w.tasks)?;
+    let tasks = w.env.tasks(&w.split, w.tasks)?;
     let plans = match w.planner {
         PlannerVariant::None => None,
-        _ => Some(super::test_plans::read_plans(&ctx.inputs.first().ok_or_else(|| anyhow!("follower: no test plans input"))?.1)?),
+        _ => Some(super::test_plans::read_plans(ctx.input(w.plans.ok_or_else(|| anyhow!("follower: no test plans input"))?)?)?),
     };
     let planner = super::test_plans::variant_name(w.planner).to_string();
     let mut rows = Vec::new();
@@ -70,4 +74,23 @@ pub async fn run(w: &FollowerWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Re
     }
     let n = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;
     Ok(StageOutput::new(0, rows.len()).table("episodes", n))
+}
+
+#[async_trait]
+impl Stage for FollowerWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        self.config()
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Whole("one job (the scripted plan follower)"))
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run(self, ctx, writer).await
+    }
 }

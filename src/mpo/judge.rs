@@ -391,7 +391,11 @@ pub mod stage {
     use serde::{Deserialize, Serialize};
 
     use super::{judge_task, JudgeTask};
-    use crate::exec::{NodeCtx, StageOutput};
+    use std::path::PathBuf;
+
+    use async_trait::async_trait;
+
+    use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
     use crate::mpo::common::{planner_goal, write_jsonl};
     use crate::mpo::models::ModelRef;
     use crate::mpo::test_plans::read_plans;
@@ -412,6 +416,9 @@ pub mod stage {
         pub tasks: Option<usize>,
         pub attempts: u32,
         pub seed: u64,
+        /// The `test_plans` artifacts of the MPO and the SFT planner.
+        pub mpo: Slot,
+        pub sft: Slot,
     }
 
     #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -424,7 +431,7 @@ pub mod stage {
         pub fn config(&self) -> serde_json::Value {
             serde_json::json!({
                 "model": self.model.config(),
-                "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+                "env": self.env.identity(),
                 "env_name": self.env_name, "split": self.split, "tasks": self.tasks,
                 "attempts": self.attempts, "seed": self.seed,
             })
@@ -441,9 +448,31 @@ pub mod stage {
         }
     }
 
+    #[async_trait]
+    impl Stage for JudgeWork {
+        fn name(&self) -> &'static str {
+            NAME
+        }
+        fn version(&self) -> u32 {
+            VERSION
+        }
+        fn config(&self) -> serde_json::Value {
+            self.config()
+        }
+        fn bind(&mut self, input_keys: &[String]) {
+            self.model.bind(input_keys);
+        }
+        fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+            Ok(Items::KnownLater)
+        }
+        async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+            run(self, ctx, writer).await
+        }
+    }
+
     pub async fn run(w: &JudgeWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-        let mpo = read_plans(&ctx.inputs[0].1)?;
-        let sft = read_plans(&ctx.inputs[1].1)?;
+        let mpo = read_plans(ctx.input(w.mpo)?)?;
+        let sft = read_plans(ctx.input(w.sft)?)?;
         let env = ctx.envs.get(&w.env).await?;
         let model = w.model.resolve(ctx).await?;
         let judge_id = format!("{}", w.model.name);

@@ -14,6 +14,9 @@
 //! The explorer sees exactly the sampled plan it scores (the release's
 //! Monte Carlo runs inserted none).
 
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -22,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::common::{derive_seed, episode_item, episode_row, prompt_identity, prompt_set, EpisodeItem, RowContext};
 use super::common::{read_jsonl, write_jsonl};
 use super::sample_plans::SampledPlan;
-use crate::exec::{NodeCtx, StageOutput};
+use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
 use crate::plan::short_hash;
 use crate::spec::{EnvSpec, Insertion};
 use crate::store::table::{self, EpisodeRow, PlanRow, EPISODES, PLANS};
@@ -42,6 +45,16 @@ pub struct McRolloutsWork {
     pub insertion: Insertion,
     pub seed: u64,
     pub env_retries: u32,
+    /// The `sample_plans` artifact whose plans are scored.
+    pub plans: Slot,
+}
+
+/// The scored plans' file in an `mc_rollouts` artifact.
+const SCORED: &str = "scored.jsonl";
+
+/// The scored plans of an `mc_rollouts` artifact.
+pub fn read_scored(artifact: &Path) -> Result<Vec<ScoredPlan>> {
+    read_jsonl(&artifact.join(SCORED))
 }
 
 /// A plan with its Monte Carlo score.
@@ -56,7 +69,7 @@ pub struct ScoredPlan {
 impl McRolloutsWork {
     pub fn config(&self) -> serde_json::Value {
         serde_json::json!({
-            "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+            "env": self.env.identity(),
             "explorer": self.explorer.config(),
             "prompts": self.prompts,
             "n": self.n,
@@ -83,7 +96,7 @@ impl McRolloutsWork {
 
     /// Item keys, once the plans exist.
     pub fn item_keys(&self, plans: &[SampledPlan]) -> Result<Vec<String>> {
-        let env = crate::env::build(&self.env)?;
+        let env = &self.env;
         let pid = prompt_identity(&prompt_set(&self.prompts, env.family())?);
         let env_id = env.identity();
         Ok(plans.iter().flat_map(|p| (0..self.n).map(|j| self.item_key(&env_id, &pid, p, j)).collect::<Vec<_>>()).collect())
@@ -91,7 +104,7 @@ impl McRolloutsWork {
 }
 
 pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    let plans: Vec<SampledPlan> = read_jsonl(&ctx.inputs[0].1.join("plans.jsonl"))?;
+    let plans: Vec<SampledPlan> = super::sample_plans::read_plans(ctx.input(w.plans)?)?;
     let env = ctx.envs.get(&w.env).await?;
     let model = w.explorer.resolve(ctx).await?;
     let prompts = Arc::new(prompt_set(&w.prompts, env.family())?);
@@ -130,7 +143,7 @@ pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> 
         scored.push(ScoredPlan { plan: p.clone(), q, n: rewards.len() as u32 });
     }
     let n_ep = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;
-    write_jsonl(&writer.path("scored.jsonl"), &scored)?;
+    write_jsonl(&writer.path(SCORED), &scored)?;
     let plan_rows: Vec<PlanRow> = scored
         .iter()
         .map(|s| PlanRow {
@@ -147,5 +160,33 @@ pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> 
         .failed(results.transient)
         .table("episodes", n_ep)
         .table("plans", n_plans)
-        .file("scored.jsonl", scored.len()))
+        .file(SCORED, scored.len()))
+}
+
+#[async_trait]
+impl Stage for McRolloutsWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        self.config()
+    }
+    fn bind(&mut self, input_keys: &[String]) {
+        self.explorer.bind(input_keys);
+    }
+    fn journal(&self) -> &'static str {
+        super::common::EPISODE_JOURNAL
+    }
+    fn items(&self, inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(match self.plans.dir_in(inputs) {
+            Some(dir) => Items::Keys(self.item_keys(&super::sample_plans::read_plans(dir)?)?),
+            None => Items::KnownLater,
+        })
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run(self, ctx, writer).await
+    }
 }

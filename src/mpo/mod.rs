@@ -1,91 +1,77 @@
-//! The MPO pipeline as stages (DESIGN.md §1).
+//! The MPO pipeline as stages (`docs/ARCHITECTURE.md`).
 //!
-//! [`drafts`] turns one variant's spec into the stage instances it needs, in
-//! topological order; [`run`] executes one node. Each stage lives in its own
-//! file whose top says its inputs, outputs and the config in its key.
+//! Each stage is one file here that implements [`crate::stage::Stage`]; its
+//! top says its inputs, outputs and the config in its key. [`drafts`] wires
+//! one variant's spec into stage instances, in topological order, in four
+//! phases that hand typed [`Handle`]s to each other:
 //!
-//! Wiring:
 //! ```text
-//! expert ─► seed_plans ─► sft                  (needs [planner]; or planner.seed_set)
-//! expert (+ seed_plans) ─► init_model, agent_sft
-//! sample_plans ─► mc_rollouts ─► pairs ─► dpo, rft   (needs planner.model, mpo.explorer)
-//! test_plans(variant, env, split) ─► eval(agent, env, split, variant, insertion)
-//! eval(agent, env, split, none)                (no plans)
-//! test_plans(mpo), test_plans(sft) ─► judge
+//! planner chain   expert ─► seed_plans ─► sft          (needs [planner]; or planner.seed_set)
+//!                 expert (+ seed_plans) ─► init_model, agent_sft   (models made here, on first use)
+//! MPO loop        sample_plans ─► mc_rollouts ─► pairs ─► dpo, rft   (needs planner.model, mpo.explorer)
+//! evaluation      test_plans(variant, env, split) ─► eval(agent, env, split, variant, insertion)
+//!                 eval(agent, env, split, none); baseline; follower
+//! judge           test_plans(mpo), test_plans(sft) ─► judge
 //! ```
-//! An `expert` exists for the built-in world and ScienceWorld (gold
-//! replays); the rule teacher for the built-in world only. A spec that
-//! needs what its envs lack gets an error naming the key and its file.
+//! What an environment can do (an expert, a rule teacher, scripted
+//! players) is asked of its [`EnvSpec`]; a spec that needs what its envs
+//! lack gets an error naming the key and its file.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use anyhow::{bail, Result};
 
-use crate::exec::{NodeCtx, StageOutput};
-use crate::plan::{Draft, Node, Plan};
+use crate::plan::Draft;
 use crate::spec::{EnvSpec, Insertion, ModelSpec, PlannerVariant, Spec};
-use crate::store::{ArtifactWriter, Store};
+use crate::stage::{Slot, Stage};
 
+pub mod agent_sft;
 pub mod baseline;
 pub mod common;
+pub mod dpo;
 pub mod eval;
 pub mod expert;
-pub mod follower;
 pub mod export;
+pub mod follower;
+pub mod init_model;
 pub mod judge;
 pub mod mc_rollouts;
+pub mod models;
 pub mod pairs;
+pub mod rft;
 pub mod sample_plans;
 pub mod seed_plans;
-pub mod models;
+pub mod sft;
 pub mod test_plans;
-pub mod train_stages;
-
-use std::collections::BTreeMap;
+pub mod training;
 
 use models::ModelRef;
 
-/// The typed parameters of a node; what its `run` needs.
-#[derive(Clone, Debug)]
-pub enum Work {
-    Expert(expert::ExpertWork),
-    SeedPlans(seed_plans::SeedPlansWork),
-    SamplePlans(sample_plans::SamplePlansWork),
-    McRollouts(mc_rollouts::McRolloutsWork),
-    Pairs(pairs::PairsWork),
-    TestPlans(test_plans::TestPlansWork),
-    Eval(eval::EvalWork),
-    Init(train_stages::InitWork),
-    SeedFile(seed_plans::SeedFileWork),
-    Judge(judge::stage::JudgeWork),
-    Baseline(baseline::BaselineWork),
-    Follower(follower::FollowerWork),
-    AgentSft(train_stages::AgentSftWork),
-    /// `sft`, `rft` or `dpo` (the node's stage says which).
-    PlannerTrain(train_stages::PlannerTrainWork),
+/// A node among one variant's drafts, typed by its stage's work, so a phase
+/// cannot wire a node where another kind of artifact is read.
+pub struct Handle<T> {
+    index: usize,
+    _stage: PhantomData<fn() -> T>,
 }
 
-impl Work {
-    /// Records the keys of the node's inputs in the model references that
-    /// point at trained weights (called by [`Plan::build`]).
-    pub fn bind(&mut self, input_keys: &[String]) {
-        match self {
-            Work::SamplePlans(w) => w.model.bind(input_keys),
-            Work::McRollouts(w) => w.explorer.bind(input_keys),
-            Work::TestPlans(w) => w.model.bind(input_keys),
-            Work::Eval(w) => w.agent.bind(input_keys),
-            Work::Judge(w) => w.model.bind(input_keys),
-            Work::AgentSft(w) => w.base.bind(input_keys),
-            Work::PlannerTrain(w) => w.base.bind(input_keys),
-            _ => {}
-        }
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Handle<T> {}
+
+impl<T> Handle<T> {
+    /// Adds the node to a consumer's `inputs`; the slot it reads it by.
+    fn input(self, inputs: &mut Vec<usize>) -> Slot {
+        Slot::push(inputs, self.index)
     }
 }
 
 fn model<'a>(spec: &'a Spec, name: &str) -> Result<&'a ModelSpec> {
     spec.models.get(name).ok_or_else(|| anyhow::anyhow!("model `{name}` is not declared"))
-}
-
-fn draft(stage: &'static str, version: u32, label: String, config: serde_json::Value, inputs: Vec<usize>, work: Work) -> Draft {
-    Draft { stage, version, label, config, inputs, work }
 }
 
 /// Builds one variant's drafts: each stage once, models resolved to the
@@ -95,7 +81,8 @@ struct Builder<'a> {
     /// Where a spec key's value came from (file, `--set`, default).
     source: &'a dyn Fn(&str) -> String,
     out: Vec<Draft>,
-    experts: BTreeMap<String, usize>,
+    experts: BTreeMap<String, Handle<expert::ExpertWork>>,
+    /// The `seed_plans` node (a teacher's or a seed set file's).
     seeds: Option<usize>,
     /// Model name → the node whose `model/` holds the weights it is used
     /// with (`init_model` or `agent_sft`).
@@ -104,21 +91,25 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
-    fn push(&mut self, d: Draft) -> usize {
+    fn push<T: Stage + 'static>(&mut self, label: String, inputs: Vec<usize>, work: T) -> Handle<T> {
+        self.push_draft(Draft::new(label, inputs, work))
+    }
+
+    fn push_draft<T>(&mut self, d: Draft) -> Handle<T> {
         self.out.push(d);
-        self.out.len() - 1
+        Handle { index: self.out.len() - 1, _stage: PhantomData }
     }
 
     fn env(&self, name: &str) -> Result<&'a EnvSpec> {
         self.spec.envs.get(name).ok_or_else(|| anyhow::anyhow!("env `{name}` is not declared"))
     }
 
-    fn expert(&mut self, env_name: &str) -> Result<usize> {
-        if let Some(&i) = self.experts.get(env_name) {
-            return Ok(i);
+    fn expert(&mut self, env_name: &str) -> Result<Handle<expert::ExpertWork>> {
+        if let Some(&h) = self.experts.get(env_name) {
+            return Ok(h);
         }
         let env = self.env(env_name)?;
-        if !matches!(env, EnvSpec::Builtin(_) | EnvSpec::Sciworld(_)) {
+        if !env.has_expert() {
             bail!(
                 "`envs.{env_name}.kind` = \"{}\" in {}: this env has no expert, and the spec needs its expert trajectories \
                  (seed plans from a teacher, an `init` model's tokenizer corpus, or agent SFT); envs with an expert: \
@@ -128,9 +119,9 @@ impl<'a> Builder<'a> {
                 (self.source)(&format!("envs.{env_name}.kind"))
             );
         }
-        let i = self.push(expert::draft(env_name, env, self.spec)?);
-        self.experts.insert(env_name.to_string(), i);
-        Ok(i)
+        let h = self.push_draft(expert::draft(env_name, env, self.spec)?);
+        self.experts.insert(env_name.to_string(), h);
+        Ok(h)
     }
 
     fn seeds(&mut self) -> Result<usize> {
@@ -140,18 +131,21 @@ impl<'a> Builder<'a> {
         let planner = self.spec.planner.as_ref().ok_or_else(|| anyhow::anyhow!("seed plans need a `[planner]` table"))?;
         let env_name = self.planner_env.clone().unwrap_or_default();
         if let Some(path) = &planner.seed_set {
-            let i = self.push(seed_plans::file_draft(&env_name, path));
-            self.seeds = Some(i);
-            return Ok(i);
+            let family = self.spec.envs.get(&env_name).map_or(crate::env::Family::Alfworld, EnvSpec::family);
+            let h: Handle<seed_plans::SeedFileWork> =
+                self.push_draft(seed_plans::file_draft(&env_name, path, &self.spec.experiment.prompts, family));
+            self.seeds = Some(h.index);
+            return Ok(h.index);
         }
         let env = self.env(&env_name)?;
-        if planner.teacher == "rule" && !matches!(env, EnvSpec::Builtin(_)) {
-            let (allowed, or_teacher) = match env {
-                EnvSpec::Sciworld(_) => (
-                    "a teacher model declared in `[models]` (`planner.teacher = \"NAME\"`: the paper's App. E.1 prompt on the simulator's gold trajectories) or a seed set file (`planner.seed_set`)",
+        if planner.teacher == "rule" && !env.has_rule_teacher() {
+            let (allowed, or_teacher) = if env.has_expert() {
+                (
+                    "a teacher model declared in `[models]` (`planner.teacher = \"NAME\"`: the paper's App. E.1 prompt on the env's expert trajectories) or a seed set file (`planner.seed_set`)",
                     " or `planner.teacher` to a model name",
-                ),
-                _ => ("a seed set file (`planner.seed_set`): this env has no expert", ""),
+                )
+            } else {
+                ("a seed set file (`planner.seed_set`): this env has no expert", "")
             };
             bail!(
                 "`planner.teacher` = \"rule\" in {}: the rule teacher summarises the built-in world's expert only, and the planner's env `{env_name}` is `kind = \"{}\"`; allowed: {allowed}\nhint: set `planner.seed_set = \"seeds.jsonl\"` (lines `{{\"task_id\", \"task\", \"plan\"}}`){or_teacher}",
@@ -160,9 +154,9 @@ impl<'a> Builder<'a> {
             );
         }
         let expert = self.expert(&env_name)?;
-        let i = self.push(seed_plans::draft(&env_name, env, self.spec, planner, expert)?);
-        self.seeds = Some(i);
-        Ok(i)
+        let h: Handle<seed_plans::SeedPlansWork> = self.push_draft(seed_plans::draft(&env_name, env, self.spec, planner, expert.index)?);
+        self.seeds = Some(h.index);
+        Ok(h.index)
     }
 
     /// The env whose train split feeds models (`init` corpora, agent SFT).
@@ -185,19 +179,22 @@ impl<'a> Builder<'a> {
         let init = match spec {
             ModelSpec::Local(l) if l.init.is_some() && l.path.is_none() => {
                 let data_env = self.data_env()?;
-                let mut inputs = vec![self.expert(&data_env)?];
-                if self.spec.planner.is_some() {
-                    inputs.push(self.seeds()?);
-                }
-                let family = crate::env::build(self.env(&data_env)?)?.family();
-                let w = train_stages::InitWork {
+                let mut inputs = Vec::new();
+                let expert = self.expert(&data_env)?.input(&mut inputs);
+                let seeds = match self.spec.planner {
+                    Some(_) => Some(Slot::push(&mut inputs, self.seeds()?)),
+                    None => None,
+                };
+                let w = init_model::InitWork {
                     model_name: name.to_string(),
                     settings: l.clone(),
                     seed: self.spec.experiment.seed,
                     prompts: self.spec.experiment.prompts.clone(),
-                    family,
+                    family: self.env(&data_env)?.family(),
+                    expert,
+                    seeds,
                 };
-                Some(self.push(draft(train_stages::INIT, train_stages::VERSION, format!("{}[{name}]", train_stages::INIT), w.config(), inputs, Work::Init(w))))
+                Some(self.push(format!("{}[{name}]", init_model::NAME), inputs, w).index)
             }
             _ => None,
         };
@@ -205,21 +202,14 @@ impl<'a> Builder<'a> {
             Some(a) if a.models.iter().any(|m| m == name) => {
                 let env_name = self.data_env()?;
                 let env = self.env(&env_name)?.clone();
-                let mut inputs = vec![self.expert(&env_name)?];
-                let seed_input = if a.plan_share > 0.0 {
-                    inputs.push(self.seeds()?);
-                    Some(inputs.len() - 1)
-                } else {
-                    None
-                };
+                let mut inputs = Vec::new();
+                let expert = self.expert(&env_name)?.input(&mut inputs);
+                let seed_input = if a.plan_share > 0.0 { Some(Slot::push(&mut inputs, self.seeds()?)) } else { None };
                 let base = match init {
-                    Some(i) => {
-                        inputs.push(i);
-                        ModelRef::trained(name, spec, inputs.len() - 1)
-                    }
+                    Some(i) => ModelRef::trained(name, spec, Slot::push(&mut inputs, i).0),
                     None => ModelRef::declared(name, spec),
                 };
-                let w = train_stages::AgentSftWork {
+                let w = agent_sft::AgentSftWork {
                     base,
                     tasks: a.tasks.unwrap_or(usize::MAX).min(train_tasks(&env)),
                     env,
@@ -231,10 +221,10 @@ impl<'a> Builder<'a> {
                     thoughts: a.thoughts,
                     demonstrations: a.demonstrations.clone(),
                     single_turns: a.single_turns,
+                    expert,
                     seed_input,
                 };
-                let label = format!("{}[{name}]", train_stages::AGENT_SFT);
-                Some(self.push(draft(train_stages::AGENT_SFT, train_stages::VERSION, label, w.config(), inputs, Work::AgentSft(w))))
+                Some(self.push(format!("{}[{name}]", agent_sft::NAME), inputs, w).index)
             }
             _ => None,
         };
@@ -250,10 +240,7 @@ impl<'a> Builder<'a> {
     fn use_model(&mut self, name: &str, inputs: &mut Vec<usize>) -> Result<ModelRef> {
         let spec = model(self.spec, name)?;
         Ok(match self.producer(name)? {
-            Some(node) => {
-                inputs.push(node);
-                ModelRef::trained(name, spec, inputs.len() - 1)
-            }
+            Some(node) => ModelRef::trained(name, spec, Slot::push(inputs, node).0),
             None => ModelRef::declared(name, spec),
         })
     }
@@ -261,10 +248,7 @@ impl<'a> Builder<'a> {
     /// A planner checkpoint (`sft`/`dpo`/`rft` node) as a consumer uses it.
     fn use_planner(&self, planner: &Planner, node: Option<usize>, inputs: &mut Vec<usize>) -> ModelRef {
         match node {
-            Some(n) => {
-                inputs.push(n);
-                ModelRef::trained(&planner.name, &planner.spec, inputs.len() - 1)
-            }
+            Some(n) => ModelRef::trained(&planner.name, &planner.spec, Slot::push(inputs, n).0),
             None => ModelRef::declared(&planner.name, &planner.spec),
         }
     }
@@ -275,268 +259,37 @@ struct Planner {
     name: String,
     /// Settings (for a `planner.checkpoint`: a local model at that path).
     spec: ModelSpec,
+    env_name: String,
     /// `sft` node (none: the declared model is already the SFT planner).
-    sft: Option<usize>,
+    sft: Option<Handle<sft::SftWork>>,
     /// Whether `dpo`/`rft` can train it (a local model).
     trainable: bool,
-    pairs: Option<usize>,
-    dpo: Option<usize>,
-    rft: Option<usize>,
+    dpo: Option<Handle<dpo::DpoWork>>,
+    rft: Option<Handle<rft::RftWork>>,
+}
+
+impl Planner {
+    fn sft_node(&self) -> Option<usize> {
+        self.sft.map(|h| h.index)
+    }
 }
 
 /// The stage instances one variant needs, in topological order.
 ///
 /// `source` says where a spec key's value came from, for errors.
 pub fn drafts(spec: &Spec, source: &dyn Fn(&str) -> String) -> Result<Vec<Draft>> {
-    let seed = spec.experiment.seed;
-    let prompts = spec.experiment.prompts.clone();
     let mut b = Builder { spec, source, out: Vec::new(), experts: BTreeMap::new(), seeds: None, produced: BTreeMap::new(), planner_env: None };
-    let mut planner_state: Option<Planner> = None;
-    let wanted = |v: PlannerVariant| spec.eval.as_ref().is_some_and(|e| e.planners.contains(&v));
-
-    if let Some(planner) = &spec.planner {
-        let env_name = match &planner.env {
-            Some(e) => e.clone(),
-            None => spec.envs.keys().next().cloned().unwrap_or_default(),
-        };
-        let Some(env) = spec.envs.get(&env_name) else {
-            bail!("`planner.env` names env `{env_name}`, which is not declared");
-        };
-        b.planner_env = Some(env_name.clone());
-        let family = crate::env::build(env)?.family();
-
-        // The SFT planner: trained here from a local base, given as a
-        // checkpoint directory, or a served model used as it is.
-        let mut state = match (&planner.model, &planner.checkpoint) {
-            (m, Some(dir)) => {
-                let base = match m {
-                    Some(name) => match model(spec, name)? {
-                        ModelSpec::Local(l) => l.clone(),
-                        ModelSpec::Openai(_) => bail!("`planner.checkpoint` is set, so `planner.model` (`{name}`) must be a `kind = \"local\"` model (its sampling settings are used)"),
-                    },
-                    None => Default::default(),
-                };
-                let l = crate::model::local::LocalModelConfig { path: Some(dir.into()), init: None, ..base };
-                Some(Planner { name: m.clone().unwrap_or_else(|| "planner".into()), spec: ModelSpec::Local(l), sft: None, trainable: true, pairs: None, dpo: None, rft: None })
-            }
-            (Some(name), None) => {
-                let mspec = model(spec, name)?.clone();
-                match &mspec {
-                    ModelSpec::Local(_) => {
-                        let mut inputs = vec![b.seeds()?];
-                        let base = b.use_model(name, &mut inputs)?;
-                        let w = train_stages::PlannerTrainWork { base, prompts: prompts.clone(), family, train: spec.train.sft.clone(), beta: spec.mpo.beta };
-                        let cfg = w.config(train_stages::SFT);
-                        let sft = b.push(draft(train_stages::SFT, train_stages::VERSION, format!("{}[{name}]", train_stages::SFT), cfg, inputs, Work::PlannerTrain(w)));
-                        Some(Planner { name: name.clone(), spec: mspec, sft: Some(sft), trainable: true, pairs: None, dpo: None, rft: None })
-                    }
-                    ModelSpec::Openai(_) => Some(Planner { name: name.clone(), spec: mspec, sft: None, trainable: false, pairs: None, dpo: None, rft: None }),
-                }
-            }
-            (None, None) => None,
-        };
-        if state.is_none() && planner.prompted.is_none() {
-            // Nothing to train: the seed set itself (and its expert data).
-            b.seeds()?;
-        }
-
-        if let Some(p) = state.as_mut() {
-            let Some(explorer) = &spec.mpo.explorer else {
-                bail!("`planner.model` is set, so Monte Carlo scoring needs an explorer agent: set `mpo.explorer` to a model name");
-            };
-            let mut inputs = Vec::new();
-            let model_ref = b.use_planner(p, p.sft, &mut inputs);
-            let w = sample_plans::SamplePlansWork {
-                env_name: env_name.clone(),
-                env: env.clone(),
-                model: model_ref,
-                prompts: prompts.clone(),
-                tasks: planner.train_tasks.unwrap_or(usize::MAX).min(train_tasks(env)),
-                m: spec.mpo.m,
-                temperature: spec.mpo.sample_temperature,
-                max_tokens: planner.max_tokens,
-                seed,
-            };
-            let sp = b.push(draft(sample_plans::NAME, sample_plans::VERSION, format!("{}[{env_name}/{}]", sample_plans::NAME, p.name), w.config(), inputs, Work::SamplePlans(w)));
-            let mut inputs = vec![sp];
-            let explorer_ref = b.use_model(explorer, &mut inputs)?;
-            let w = mc_rollouts::McRolloutsWork {
-                env_name: env_name.clone(),
-                env: env.clone(),
-                explorer: explorer_ref,
-                prompts: prompts.clone(),
-                n: spec.mpo.n,
-                temperature: spec.mpo.explorer_temperature,
-                insertion: spec.mpo.insertion,
-                seed,
-                env_retries: spec.experiment.env_retries,
-            };
-            let mc = b.push(draft(mc_rollouts::NAME, mc_rollouts::VERSION, format!("{}[{env_name}/{explorer}]", mc_rollouts::NAME), w.config(), inputs, Work::McRollouts(w)));
-            let w = pairs::PairsWork { env_name: env_name.clone(), prompts: prompts.clone(), family: family_name(env).into() };
-            let config = serde_json::json!({ "prompts": prompts });
-            let pairs_node = b.push(draft(pairs::NAME, pairs::VERSION, format!("{}[{env_name}]", pairs::NAME), config, vec![mc], Work::Pairs(w)));
-            p.pairs = Some(pairs_node);
-            if p.trainable {
-                for (stage, variant, cfg) in [
-                    (train_stages::DPO, PlannerVariant::Mpo, &spec.train.dpo),
-                    (train_stages::RFT, PlannerVariant::Rft, &spec.train.rft),
-                ] {
-                    if !wanted(variant) && !(stage == train_stages::DPO && spec.eval.is_none()) {
-                        continue;
-                    }
-                    let mut inputs = vec![pairs_node];
-                    let base = b.use_planner(p, p.sft, &mut inputs);
-                    let w = train_stages::PlannerTrainWork { base, prompts: prompts.clone(), family, train: cfg.clone(), beta: spec.mpo.beta };
-                    let config = w.config(stage);
-                    let node = b.push(draft(stage, train_stages::VERSION, format!("{stage}[{}]", p.name), config, inputs, Work::PlannerTrain(w)));
-                    if stage == train_stages::DPO {
-                        p.dpo = Some(node);
-                    } else {
-                        p.rft = Some(node);
-                    }
-                }
-            }
-        }
-        planner_state = state;
+    let mut planner = planner_chain(&mut b)?;
+    if let Some(p) = planner.as_mut() {
+        mpo_loop(&mut b, p)?;
     }
-
-    let mut test_plan_nodes: BTreeMap<(String, String, PlannerVariant), usize> = BTreeMap::new();
-    if let Some(ev) = &spec.eval {
-        for env_name in &ev.envs {
-            let env = spec.envs.get(env_name).ok_or_else(|| anyhow::anyhow!("env `{env_name}` is not declared"))?;
-            for split in &ev.splits {
-                if ev.random_baseline > 0 && matches!(env, EnvSpec::Builtin(_)) {
-                    let w = baseline::BaselineWork {
-                        env_name: env_name.clone(),
-                        env: env.clone(),
-                        split: split.clone(),
-                        tasks: ev.tasks.or_else(|| env.task_count(split)),
-                        episodes_per_task: ev.random_baseline,
-                        seed,
-                    };
-                    let label = format!("{}[random/{env_name}/{split}]", baseline::NAME);
-                    b.push(draft(baseline::NAME, baseline::VERSION, label, w.config(), vec![], Work::Baseline(w)));
-                }
-                for variant in &ev.planners {
-                    let plans_node = match variant {
-                        PlannerVariant::None => None,
-                        v => {
-                            let mut inputs = Vec::new();
-                            let vname = test_plans::variant_name(*v);
-                            let model_ref = match v {
-                                PlannerVariant::Prompted => {
-                                    let Some(name) = spec.planner.as_ref().and_then(|p| p.prompted.clone()) else {
-                                        bail!("planner variant `prompted` in `eval.planners` needs `planner.prompted` (a model name)");
-                                    };
-                                    b.use_model(&name, &mut inputs)?
-                                }
-                                _ => {
-                                    let Some(p) = planner_state.as_ref() else {
-                                        bail!("planner variant `{vname}` in `eval.planners` needs `planner.model` (a model name) or `planner.checkpoint`");
-                                    };
-                                    let node = match v {
-                                        PlannerVariant::Sft => p.sft,
-                                        PlannerVariant::Mpo | PlannerVariant::Rft if !p.trainable => bail!(
-                                            "planner variant `{vname}` needs a planner trained in-process (`dpo`/`rft` on a `kind = \"local\"` \
-                                             model), but `planner.model` (`{}`) is a served model; evaluate `none`, `sft` or `prompted`, or train \
-                                             elsewhere with the datasets the `pairs` stage exports",
-                                            p.name
-                                        ),
-                                        PlannerVariant::Mpo => p.dpo,
-                                        _ => p.rft,
-                                    };
-                                    b.use_planner(p, node, &mut inputs)
-                                }
-                            };
-                            let w = test_plans::TestPlansWork {
-                                variant: *variant,
-                                env_name: env_name.clone(),
-                                env: env.clone(),
-                                split: split.clone(),
-                                tasks: ev.tasks.or_else(|| env.task_count(split)),
-                                model: model_ref,
-                                prompts: prompts.clone(),
-                                max_tokens: spec.planner.as_ref().map_or(512, |p| p.max_tokens),
-                            };
-                            let label = format!("{}[{vname}/{env_name}/{split}]", test_plans::NAME);
-                            let node = b.push(draft(test_plans::NAME, test_plans::VERSION, label, w.config(), inputs, Work::TestPlans(w)));
-                            test_plan_nodes.insert((env_name.clone(), split.clone(), *v), node);
-                            Some(node)
-                        }
-                    };
-                    if ev.follower && matches!(env, EnvSpec::Builtin(_)) {
-                        let w = follower::FollowerWork {
-                            env_name: env_name.clone(),
-                            env: env.clone(),
-                            split: split.clone(),
-                            tasks: ev.tasks.or_else(|| env.task_count(split)),
-                            planner: *variant,
-                        };
-                        let label = format!("{}[{}/{env_name}/{split}]", follower::NAME, test_plans::variant_name(*variant));
-                        let inputs: Vec<usize> = plans_node.into_iter().collect();
-                        b.push(draft(follower::NAME, follower::VERSION, label, w.config(), inputs, Work::Follower(w)));
-                    }
-                    let insertions: Vec<Insertion> =
-                        if plans_node.is_none() { vec![Insertion::Instruction] } else { ev.insertion.clone() };
-                    for insertion in insertions {
-                        for agent in &ev.agents {
-                            let mut inputs: Vec<usize> = plans_node.into_iter().collect();
-                            let agent_ref = b.use_model(agent, &mut inputs)?;
-                            let w = eval::EvalWork {
-                                agent: agent_ref,
-                                env_name: env_name.clone(),
-                                env: env.clone(),
-                                split: split.clone(),
-                                tasks: ev.tasks.or_else(|| env.task_count(split)),
-                                planner: *variant,
-                                insertion,
-                                prompts: prompts.clone(),
-                                temperature: ev.temperature,
-                                seed,
-                                concurrency: ev.concurrency,
-                                env_retries: spec.experiment.env_retries,
-                                quirks: crate::agent::episode::Quirks { zero_reward_on_format_error: ev.zero_reward_on_format_error },
-                            };
-                            let pos = if plans_node.is_some() { format!("/{}", common::insertion_name(insertion)) } else { String::new() };
-                            let label = format!("{}[{agent}/{env_name}/{split}/{}{pos}]", eval::NAME, test_plans::variant_name(*variant));
-                            b.push(draft(eval::NAME, eval::VERSION, label, w.config(), inputs, Work::Eval(w)));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    if let (Some(j), Some(ev)) = (&spec.judge, &spec.eval) {
-        for env_name in &ev.envs {
-            let env = b.env(env_name)?.clone();
-            for split in &ev.splits {
-                let key = |v| (env_name.clone(), split.clone(), v);
-                let (Some(&mpo), Some(&sft)) = (test_plan_nodes.get(&key(PlannerVariant::Mpo)), test_plan_nodes.get(&key(PlannerVariant::Sft))) else {
-                    continue;
-                };
-                let mut inputs = vec![mpo, sft];
-                let model_ref = b.use_model(&j.model, &mut inputs)?;
-                let w = judge::stage::JudgeWork {
-                    model: model_ref,
-                    env_name: env_name.clone(),
-                    tasks: j.tasks.or(ev.tasks).or_else(|| env.task_count(split)),
-                    env: env.clone(),
-                    split: split.clone(),
-                    attempts: j.attempts,
-                    seed,
-                };
-                let label = format!("{}[{env_name}/{split}]", judge::stage::NAME);
-                b.push(draft(judge::stage::NAME, judge::stage::VERSION, label, w.config(), inputs, Work::Judge(w)));
-            }
-        }
-    }
-
+    let test_plans = evaluation(&mut b, planner.as_ref())?;
+    judge_phase(&mut b, &test_plans)?;
     if b.out.is_empty() {
         // Nothing else asked: the expert of each env that has one (useful
         // to inspect a world, or to make ScienceWorld's gold trajectories).
         for (name, env) in &spec.envs {
-            if matches!(env, EnvSpec::Builtin(_) | EnvSpec::Sciworld(_)) {
+            if env.has_expert() {
                 b.out.push(expert::draft(name, env, spec)?);
             }
         }
@@ -544,79 +297,275 @@ pub fn drafts(spec: &Spec, source: &dyn Fn(&str) -> String) -> Result<Vec<Draft>
     Ok(b.out)
 }
 
-fn family_name(env: &EnvSpec) -> &'static str {
-    match env {
-        EnvSpec::Builtin(_) => "alfworld",
-        EnvSpec::Agentgym(a) => a.env.name(),
-        EnvSpec::Sciworld(_) => "sciworld",
-    }
-}
-
-/// Item keys of a node, for `--dry-run` counts; `None` while they depend on
-/// inputs that do not exist yet (e.g. the plans a rollout stage scores).
-pub fn item_keys(node: &Node, plan: &Plan, store: &Store) -> Result<Option<Vec<String>>> {
-    let input_dir = |i: usize| {
-        let n = &plan.nodes[node.inputs[i]];
-        store.exists(n.stage, &n.key).then(|| store.artifact_dir(n.stage, &n.key))
+/// The planner chain: seed plans and the SFT planner (trained here from a
+/// local base, given as a checkpoint directory, or a served model used as
+/// it is).
+fn planner_chain(b: &mut Builder) -> Result<Option<Planner>> {
+    let spec = b.spec;
+    let Some(planner) = &spec.planner else { return Ok(None) };
+    let env_name = match &planner.env {
+        Some(e) => e.clone(),
+        None => spec.envs.keys().next().cloned().unwrap_or_default(),
     };
-    Ok(match &node.work {
-        Work::Expert(w) => Some(w.item_keys()?),
-        Work::SeedPlans(w) => Some(w.item_keys()?),
-        Work::SamplePlans(w) => Some(w.item_keys()?),
-        Work::TestPlans(w) => Some(w.item_keys()?),
-        Work::McRollouts(w) => match input_dir(0) {
-            Some(dir) => Some(w.item_keys(&common::read_jsonl(&dir.join("plans.jsonl"))?)?),
-            None => None,
-        },
-        Work::Pairs(_) | Work::Init(_) | Work::SeedFile(_) | Work::AgentSft(_) | Work::PlannerTrain(_) => Some(vec![]),
-        Work::Judge(_) => None,
-        Work::Baseline(_) | Work::Follower(_) => Some(vec![]),
-        Work::Eval(w) => match w.planner {
-            PlannerVariant::None => Some(w.item_keys(None)?),
-            _ => match input_dir(0) {
-                Some(dir) => Some(w.item_keys(Some(&test_plans::read_plans(&dir)?))?),
-                None => None,
-            },
-        },
-    })
+    let Some(env) = spec.envs.get(&env_name) else {
+        bail!("`planner.env` names env `{env_name}`, which is not declared");
+    };
+    b.planner_env = Some(env_name.clone());
+    let state = match (&planner.model, &planner.checkpoint) {
+        (m, Some(dir)) => {
+            let base = match m {
+                Some(name) => match model(spec, name)? {
+                    ModelSpec::Local(l) => l.clone(),
+                    ModelSpec::Openai(_) => bail!("`planner.checkpoint` is set, so `planner.model` (`{name}`) must be a `kind = \"local\"` model (its sampling settings are used)"),
+                },
+                None => Default::default(),
+            };
+            let l = crate::model::local::LocalModelConfig { path: Some(dir.into()), init: None, ..base };
+            let name = m.clone().unwrap_or_else(|| "planner".into());
+            Some(Planner { name, spec: ModelSpec::Local(l), env_name, sft: None, trainable: true, dpo: None, rft: None })
+        }
+        (Some(name), None) => {
+            let mspec = model(spec, name)?.clone();
+            match &mspec {
+                ModelSpec::Local(_) => {
+                    let mut inputs = Vec::new();
+                    let data = Slot::push(&mut inputs, b.seeds()?);
+                    let base = b.use_model(name, &mut inputs)?;
+                    let w = sft::SftWork { base, prompts: spec.experiment.prompts.clone(), family: env.family(), train: spec.train.sft.clone(), data };
+                    let sft = b.push(format!("{}[{name}]", sft::NAME), inputs, w);
+                    Some(Planner { name: name.clone(), spec: mspec, env_name, sft: Some(sft), trainable: true, dpo: None, rft: None })
+                }
+                ModelSpec::Openai(_) => Some(Planner { name: name.clone(), spec: mspec, env_name, sft: None, trainable: false, dpo: None, rft: None }),
+            }
+        }
+        (None, None) => None,
+    };
+    if state.is_none() && planner.prompted.is_none() {
+        // Nothing to train: the seed set itself (and its expert data).
+        b.seeds()?;
+    }
+    Ok(state)
 }
 
-/// For stages that are one job rather than memoised items, what `--dry-run`
-/// says instead of item counts.
-pub fn whole_stage(work: &Work) -> Option<&'static str> {
-    match work {
-        Work::Pairs(_) => Some("one job (reads its input)"),
-        Work::Init(_) => Some("one job (tokenizer and weights from the seed)"),
-        Work::AgentSft(_) | Work::PlannerTrain(_) => Some("one training (checkpointed with `save_every`)"),
-        Work::SeedFile(_) => Some("one job (reads `planner.seed_set`)"),
-        Work::Baseline(_) => Some("one job (random admissible actions)"),
-        Work::Follower(_) => Some("one job (the scripted plan follower)"),
-        _ => None,
+/// The MPO loop: M plans per train task, N explorer episodes per plan,
+/// best/worst pairs, then DPO (the MPO planner) and RFT where wanted.
+fn mpo_loop(b: &mut Builder, p: &mut Planner) -> Result<()> {
+    let spec = b.spec;
+    let Some(planner) = &spec.planner else { return Ok(()) };
+    let Some(explorer) = &spec.mpo.explorer else {
+        bail!("`planner.model` is set, so Monte Carlo scoring needs an explorer agent: set `mpo.explorer` to a model name");
+    };
+    let (env_name, env) = (p.env_name.clone(), b.env(&p.env_name)?);
+    let prompts = spec.experiment.prompts.clone();
+    let mut inputs = Vec::new();
+    let model_ref = b.use_planner(p, p.sft_node(), &mut inputs);
+    let w = sample_plans::SamplePlansWork {
+        env_name: env_name.clone(),
+        env: env.clone(),
+        model: model_ref,
+        prompts: prompts.clone(),
+        tasks: planner.train_tasks.unwrap_or(usize::MAX).min(train_tasks(env)),
+        m: spec.mpo.m,
+        temperature: spec.mpo.sample_temperature,
+        max_tokens: planner.max_tokens,
+        seed: spec.experiment.seed,
+    };
+    let sampled = b.push(format!("{}[{env_name}/{}]", sample_plans::NAME, p.name), inputs, w);
+    let mut inputs = Vec::new();
+    let plans = sampled.input(&mut inputs);
+    let explorer_ref = b.use_model(explorer, &mut inputs)?;
+    let w = mc_rollouts::McRolloutsWork {
+        env_name: env_name.clone(),
+        env: env.clone(),
+        explorer: explorer_ref,
+        prompts: prompts.clone(),
+        n: spec.mpo.n,
+        temperature: spec.mpo.explorer_temperature,
+        insertion: spec.mpo.insertion,
+        seed: spec.experiment.seed,
+        env_retries: spec.experiment.env_retries,
+        plans,
+    };
+    let scored = b.push(format!("{}[{env_name}/{explorer}]", mc_rollouts::NAME), inputs, w);
+    let mut inputs = Vec::new();
+    let w = pairs::PairsWork { env_name: env_name.clone(), prompts: prompts.clone(), family: env.family().name().into(), scored: scored.input(&mut inputs) };
+    let pairs_node = b.push(format!("{}[{env_name}]", pairs::NAME), inputs, w);
+    if !p.trainable {
+        return Ok(());
     }
+    let wanted = |v: PlannerVariant| spec.eval.as_ref().is_some_and(|e| e.planners.contains(&v));
+    if wanted(PlannerVariant::Mpo) || spec.eval.is_none() {
+        let mut inputs = Vec::new();
+        let data = pairs_node.input(&mut inputs);
+        let base = b.use_planner(p, p.sft_node(), &mut inputs);
+        let w = dpo::DpoWork { base, prompts: prompts.clone(), family: env.family(), train: spec.train.dpo.clone(), beta: spec.mpo.beta, data };
+        p.dpo = Some(b.push(format!("{}[{}]", dpo::NAME, p.name), inputs, w));
+    }
+    if wanted(PlannerVariant::Rft) {
+        let mut inputs = Vec::new();
+        let data = pairs_node.input(&mut inputs);
+        let base = b.use_planner(p, p.sft_node(), &mut inputs);
+        let w = rft::RftWork { base, prompts, family: env.family(), train: spec.train.rft.clone(), data };
+        p.rft = Some(b.push(format!("{}[{}]", rft::NAME, p.name), inputs, w));
+    }
+    Ok(())
 }
 
-/// Runs one node, writing its files into `writer`.
-pub async fn run(ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    match &ctx.node.work {
-        Work::Expert(w) => expert::run(w, ctx, writer).await,
-        Work::SeedPlans(w) => seed_plans::run(w, ctx, writer).await,
-        Work::SamplePlans(w) => sample_plans::run(w, ctx, writer).await,
-        Work::McRollouts(w) => mc_rollouts::run(w, ctx, writer).await,
-        Work::Pairs(w) => pairs::run(w, ctx, writer).await,
-        Work::TestPlans(w) => test_plans::run(w, ctx, writer).await,
-        Work::Eval(w) => eval::run(w, ctx, writer).await,
-        Work::Init(w) => train_stages::run_init(w, ctx, writer).await,
-        Work::SeedFile(w) => seed_plans::run_file(w, writer).await,
-        Work::Judge(w) => judge::stage::run(w, ctx, writer).await,
-        Work::Baseline(w) => baseline::run(w, ctx, writer).await,
-        Work::Follower(w) => follower::run(w, ctx, writer).await,
-        Work::AgentSft(w) => train_stages::run_agent_sft(w, ctx, writer).await,
-        Work::PlannerTrain(w) => match ctx.node.stage {
-            train_stages::SFT => train_stages::run_sft(w, ctx, writer).await,
-            train_stages::RFT => train_stages::run_rft(w, ctx, writer).await,
-            _ => train_stages::run_dpo(w, ctx, writer).await,
-        },
+/// Test plans per (env, split, planner variant), for the judge.
+type TestPlanNodes = BTreeMap<(String, String, PlannerVariant), Handle<test_plans::TestPlansWork>>;
+
+/// Evaluation: for every env and split, the random baseline, each planner
+/// variant's test plans, the scripted follower with them, and each agent
+/// at each insertion position.
+fn evaluation(b: &mut Builder, planner: Option<&Planner>) -> Result<TestPlanNodes> {
+    let spec = b.spec;
+    let mut test_plan_nodes = TestPlanNodes::new();
+    let Some(ev) = &spec.eval else { return Ok(test_plan_nodes) };
+    for env_name in &ev.envs {
+        let env = spec.envs.get(env_name).ok_or_else(|| anyhow::anyhow!("env `{env_name}` is not declared"))?;
+        for split in &ev.splits {
+            let tasks = ev.tasks.or_else(|| env.task_count(split));
+            if ev.random_baseline > 0 && env.has_scripted_players() {
+                let w = baseline::BaselineWork {
+                    env_name: env_name.clone(),
+                    env: env.clone(),
+                    split: split.clone(),
+                    tasks,
+                    episodes_per_task: ev.random_baseline,
+                    seed: spec.experiment.seed,
+                };
+                b.push(format!("{}[random/{env_name}/{split}]", baseline::NAME), vec![], w);
+            }
+            for variant in &ev.planners {
+                let plans_node = match variant {
+                    PlannerVariant::None => None,
+                    v => {
+                        let h = test_plans_node(b, planner, *v, env_name, env, split, tasks)?;
+                        test_plan_nodes.insert((env_name.clone(), split.clone(), *v), h);
+                        Some(h)
+                    }
+                };
+                if ev.follower && env.has_scripted_players() {
+                    let mut inputs = Vec::new();
+                    let plans = plans_node.map(|h| h.input(&mut inputs));
+                    let w = follower::FollowerWork { env_name: env_name.clone(), env: env.clone(), split: split.clone(), tasks, planner: *variant, plans };
+                    let label = format!("{}[{}/{env_name}/{split}]", follower::NAME, test_plans::variant_name(*variant));
+                    b.push(label, inputs, w);
+                }
+                let insertions: Vec<Insertion> = if plans_node.is_none() { vec![Insertion::Instruction] } else { ev.insertion.clone() };
+                for insertion in insertions {
+                    for agent in &ev.agents {
+                        let mut inputs = Vec::new();
+                        let plans = plans_node.map(|h| h.input(&mut inputs));
+                        let agent_ref = b.use_model(agent, &mut inputs)?;
+                        let w = eval::EvalWork {
+                            agent: agent_ref,
+                            env_name: env_name.clone(),
+                            env: env.clone(),
+                            split: split.clone(),
+                            tasks,
+                            planner: *variant,
+                            insertion,
+                            prompts: spec.experiment.prompts.clone(),
+                            temperature: ev.temperature,
+                            seed: spec.experiment.seed,
+                            concurrency: ev.concurrency,
+                            env_retries: spec.experiment.env_retries,
+                            quirks: crate::agent::episode::Quirks { zero_reward_on_format_error: ev.zero_reward_on_format_error },
+                            plans,
+                        };
+                        let pos = if plans_node.is_some() { format!("/{}", common::insertion_name(insertion)) } else { String::new() };
+                        let label = format!("{}[{agent}/{env_name}/{split}/{}{pos}]", eval::NAME, test_plans::variant_name(*variant));
+                        b.push(label, inputs, w);
+                    }
+                }
+            }
+        }
     }
+    Ok(test_plan_nodes)
+}
+
+/// One planner variant's test plans for an env's split.
+fn test_plans_node(
+    b: &mut Builder,
+    planner: Option<&Planner>,
+    variant: PlannerVariant,
+    env_name: &str,
+    env: &EnvSpec,
+    split: &str,
+    tasks: Option<usize>,
+) -> Result<Handle<test_plans::TestPlansWork>> {
+    let spec = b.spec;
+    let mut inputs = Vec::new();
+    let vname = test_plans::variant_name(variant);
+    let model_ref = match variant {
+        PlannerVariant::Prompted => {
+            let Some(name) = spec.planner.as_ref().and_then(|p| p.prompted.clone()) else {
+                bail!("planner variant `prompted` in `eval.planners` needs `planner.prompted` (a model name)");
+            };
+            b.use_model(&name, &mut inputs)?
+        }
+        _ => {
+            let Some(p) = planner else {
+                bail!("planner variant `{vname}` in `eval.planners` needs `planner.model` (a model name) or `planner.checkpoint`");
+            };
+            let node = match variant {
+                PlannerVariant::Sft => p.sft_node(),
+                PlannerVariant::Mpo | PlannerVariant::Rft if !p.trainable => bail!(
+                    "planner variant `{vname}` needs a planner trained in-process (`dpo`/`rft` on a `kind = \"local\"` \
+                     model), but `planner.model` (`{}`) is a served model; evaluate `none`, `sft` or `prompted`, or train \
+                     elsewhere with the datasets the `pairs` stage exports",
+                    p.name
+                ),
+                PlannerVariant::Mpo => p.dpo.map(|h| h.index),
+                _ => p.rft.map(|h| h.index),
+            };
+            b.use_planner(p, node, &mut inputs)
+        }
+    };
+    let w = test_plans::TestPlansWork {
+        variant,
+        env_name: env_name.to_string(),
+        env: env.clone(),
+        split: split.to_string(),
+        tasks,
+        model: model_ref,
+        prompts: spec.experiment.prompts.clone(),
+        max_tokens: spec.planner.as_ref().map_or(512, |p| p.max_tokens),
+    };
+    Ok(b.push(format!("{}[{vname}/{env_name}/{split}]", test_plans::NAME), inputs, w))
+}
+
+/// The judge of MPO vs SFT test plans, for every evaluated env and split
+/// that has both.
+fn judge_phase(b: &mut Builder, test_plans: &TestPlanNodes) -> Result<()> {
+    let spec = b.spec;
+    let (Some(j), Some(ev)) = (&spec.judge, &spec.eval) else { return Ok(()) };
+    for env_name in &ev.envs {
+        let env = b.env(env_name)?.clone();
+        for split in &ev.splits {
+            let key = |v| (env_name.clone(), split.clone(), v);
+            let (Some(&mpo), Some(&sft)) = (test_plans.get(&key(PlannerVariant::Mpo)), test_plans.get(&key(PlannerVariant::Sft))) else {
+                continue;
+            };
+            let mut inputs = Vec::new();
+            let (mpo, sft) = (mpo.input(&mut inputs), sft.input(&mut inputs));
+            let model_ref = b.use_model(&j.model, &mut inputs)?;
+            let w = judge::stage::JudgeWork {
+                model: model_ref,
+                env_name: env_name.clone(),
+                tasks: j.tasks.or(ev.tasks).or_else(|| env.task_count(split)),
+                env: env.clone(),
+                split: split.clone(),
+                attempts: j.attempts,
+                seed: spec.experiment.seed,
+                mpo,
+                sft,
+            };
+            b.push(format!("{}[{env_name}/{split}]", judge::stage::NAME), inputs, w);
+        }
+    }
+    Ok(())
 }
 
 /// How many train tasks of `env` the experiment uses.

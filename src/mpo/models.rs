@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::exec::NodeCtx;
+use crate::stage::NodeCtx;
 use crate::model::local::LocalModelConfig;
 use crate::model::ChatModel;
 use crate::spec::ModelSpec;
@@ -68,12 +68,12 @@ impl ModelRef {
         let model = match self.input {
             None => ctx.models.get(&self.name, &self.spec)?,
             Some(i) => {
-                let (node, dir) = ctx.inputs.get(i).ok_or_else(|| anyhow!("model `{}`: input {i} is missing", self.name))?;
+                let input = ctx.inputs.get(i).ok_or_else(|| anyhow!("model `{}`: input {i} is missing", self.name))?;
                 let ModelSpec::Local(l) = &self.spec else {
                     return Err(anyhow!("model `{}`: trained weights need a local model", self.name));
                 };
-                let spec = ModelSpec::Local(LocalModelConfig { path: Some(dir.join("model")), init: None, ..l.clone() });
-                let name = format!("{}@{}", self.name, node.stage);
+                let spec = ModelSpec::Local(LocalModelConfig { path: Some(super::training::model_dir(&input.dir)), init: None, ..l.clone() });
+                let name = format!("{}@{}", self.name, input.stage);
                 ctx.models.get(&name, &spec)?
             }
         };

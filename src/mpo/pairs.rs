@@ -15,6 +15,9 @@
 //!   `dataset_info.json`.
 //! - Key: the planner prompt set and the input's key.
 
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use anyhow::Result;
@@ -23,14 +26,14 @@ use serde::{Deserialize, Serialize};
 use super::common::prompt_set;
 use super::mc_rollouts::ScoredPlan;
 use super::common::{read_jsonl, write_jsonl};
-use crate::exec::{NodeCtx, StageOutput};
+use crate::stage::{Exported, Items, NodeCtx, Slot, Stage, StageOutput};
 use crate::store::table::{self, Col, ColType};
 use crate::store::ArtifactWriter;
 
 pub const NAME: &str = "pairs";
 pub const VERSION: u32 = 2;
 
-/// Columns of `pairs.parquet` (DESIGN.md §4).
+/// Columns of `pairs.parquet` (docs/ARCHITECTURE.md, "Results").
 pub const PAIRS: &[Col] = &[
     Col { name: "task_id", ty: ColType::Str, nullable: false },
     Col { name: "chosen", ty: ColType::Str, nullable: false },
@@ -46,6 +49,26 @@ pub struct PairsWork {
     pub env_name: String,
     pub prompts: String,
     pub family: String,
+    /// The `mc_rollouts` artifact whose scored plans are paired.
+    pub scored: Slot,
+}
+
+/// The training lines' file in a `pairs` artifact.
+const TRAIN: &str = "train.jsonl";
+
+/// A line of `pairs`' `train.jsonl`: what RFT and DPO train on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PreferenceLine {
+    pub task_id: String,
+    pub goal: String,
+    pub chosen: String,
+    pub rejected: String,
+}
+
+/// The preference lines of a `pairs` artifact (one per task with a best
+/// and a worst plan).
+pub fn read_train(artifact: &Path) -> Result<Vec<PreferenceLine>> {
+    read_jsonl(&artifact.join(TRAIN))
 }
 
 /// One preference pair.
@@ -119,7 +142,7 @@ pub fn select(plans: &[(String, u64, Option<f64>, String)]) -> Selection {
 }
 
 pub async fn run(w: &PairsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    let scored: Vec<ScoredPlan> = read_jsonl(&ctx.inputs[0].1.join("scored.jsonl"))?;
+    let scored: Vec<ScoredPlan> = super::mc_rollouts::read_scored(ctx.input(w.scored)?)?;
     let input: Vec<(String, u64, Option<f64>, String)> =
         scored.iter().map(|s| (s.plan.task.task_id.clone(), s.plan.sample as u64, s.q, s.plan.text.clone())).collect();
     let sel = select(&input);
@@ -144,54 +167,76 @@ pub async fn run(w: &PairsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Resul
     let goal: BTreeMap<&str, &str> = scored.iter().map(|s| (s.plan.task.task_id.as_str(), s.plan.goal.as_str())).collect();
     let prompt_of = |task: &str| prompts.planner_prompt(goal.get(task).copied().unwrap_or(""));
     // What the in-process `rft` and `dpo` stages read.
-    let train: Vec<super::train_stages::PreferenceLine> = sel
+    let train: Vec<PreferenceLine> = sel
         .pairs
         .iter()
-        .map(|p| super::train_stages::PreferenceLine {
+        .map(|p| PreferenceLine {
             task_id: p.task_id.clone(),
             goal: goal.get(p.task_id.as_str()).copied().unwrap_or("").to_string(),
             chosen: p.chosen.clone(),
             rejected: p.rejected.clone(),
         })
         .collect();
-    write_jsonl(&writer.path("train.jsonl"), &train)?;
+    write_jsonl(&writer.path(TRAIN), &train)?;
     export_datasets(writer, &sel, &prompt_of)?;
     Ok(StageOutput::new(0, 0).table("pairs", n).file("rft.jsonl", rft.len()))
 }
 
+/// The exported datasets' folder in a `pairs` artifact.
+const DATASETS: &str = "datasets";
+/// Its files: LLaMA-Factory's DPO and RFT sets, TRL's DPO set.
+const DATASET_FILES: [&str; 3] = ["mpo_dpo.json", "mpo_rft.json", "trl_dpo.jsonl"];
+
 fn export_datasets(writer: &ArtifactWriter, sel: &Selection, prompt_of: &dyn Fn(&str) -> String) -> Result<()> {
-    let dir = writer.path("datasets");
+    use crate::train::dataset::{self, Completion, Preference};
+    let dir = writer.path(DATASETS);
     std::fs::create_dir_all(&dir)?;
-    let trl: Vec<serde_json::Value> = sel
+    let pairs: Vec<Preference> = sel
         .pairs
         .iter()
-        .map(|p| serde_json::json!({"prompt": prompt_of(&p.task_id), "chosen": p.chosen, "rejected": p.rejected}))
+        .map(|p| Preference { task_id: p.task_id.clone(), prompt: prompt_of(&p.task_id), chosen: p.chosen.clone(), rejected: p.rejected.clone() })
         .collect();
-    write_jsonl(&dir.join("trl_dpo.jsonl"), &trl)?;
-    let lf_dpo: Vec<serde_json::Value> = sel
-        .pairs
-        .iter()
-        .map(|p| serde_json::json!({
-            "conversations": [{"from": "human", "value": prompt_of(&p.task_id)}],
-            "chosen": {"from": "gpt", "value": p.chosen},
-            "rejected": {"from": "gpt", "value": p.rejected},
-        }))
-        .collect();
-    std::fs::write(dir.join("mpo_dpo.json"), serde_json::to_vec_pretty(&lf_dpo)?)?;
-    let lf_rft: Vec<serde_json::Value> = sel
-        .best
-        .iter()
-        .map(|(t, _, text)| serde_json::json!({"conversations": [
-            {"from": "human", "value": prompt_of(t)}, {"from": "gpt", "value": text}]}))
-        .collect();
-    std::fs::write(dir.join("mpo_rft.json"), serde_json::to_vec_pretty(&lf_rft)?)?;
+    let best: Vec<Completion> =
+        sel.best.iter().map(|(t, _, text)| Completion { task_id: t.clone(), prompt: prompt_of(t), completion: text.clone() }).collect();
+    dataset::write_json_lines(&dir.join("trl_dpo.jsonl"), &dataset::trl_dpo(&pairs))?;
+    dataset::write_json_array(&dir.join("mpo_dpo.json"), &dataset::llamafactory_dpo(&pairs))?;
+    dataset::write_json_array(&dir.join("mpo_rft.json"), &dataset::llamafactory_sft(&best))?;
     let info = serde_json::json!({
-        "mpo_dpo": {"file_name": "mpo_dpo.json", "formatting": "sharegpt", "ranking": true,
-                    "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}},
-        "mpo_rft": {"file_name": "mpo_rft.json", "formatting": "sharegpt", "columns": {"messages": "conversations"}},
+        "mpo_dpo": dataset::llamafactory_dpo_info("mpo_dpo.json"),
+        "mpo_rft": dataset::llamafactory_sft_info("mpo_rft.json"),
     });
     std::fs::write(dir.join("dataset_info.json"), serde_json::to_vec_pretty(&info)?)?;
     Ok(())
+}
+
+#[async_trait]
+impl Stage for PairsWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "prompts": self.prompts })
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Whole("one job (reads its input)"))
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run(self, ctx, writer).await
+    }
+    fn exports(&self) -> Option<&'static str> {
+        Some("DPO/RFT sets")
+    }
+    fn export(&self, artifact: &Path, to: &Path) -> Result<Exported> {
+        let src = artifact.join(DATASETS);
+        for f in DATASET_FILES {
+            std::fs::copy(src.join(f), to.join(f)).map_err(|e| anyhow::anyhow!("copying {f}: {e}"))?;
+        }
+        let theirs: serde_json::Value = serde_json::from_slice(&std::fs::read(src.join("dataset_info.json"))?)?;
+        Ok(Exported { info: theirs.as_object().cloned().unwrap_or_default(), line: format!("DPO pairs and RFT set → {}", to.display()) })
+    }
 }
 
 #[cfg(test)]

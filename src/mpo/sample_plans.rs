@@ -13,12 +13,15 @@
 //!   so that each sample is memoised on its own.)
 
 
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::common::{derive_seed, write_jsonl, planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
+use super::common::{derive_seed, read_jsonl, write_jsonl, planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
 use crate::env::TaskInfo;
-use crate::exec::{NodeCtx, StageOutput};
+use crate::stage::{Items, NodeCtx, Stage, StageOutput};
 use crate::plan::short_hash;
 use crate::spec::EnvSpec;
 use crate::store::ArtifactWriter;
@@ -39,6 +42,14 @@ pub struct SamplePlansWork {
     pub seed: u64,
 }
 
+/// The sampled plans' file in a `sample_plans` artifact.
+const PLANS_FILE: &str = "plans.jsonl";
+
+/// The sampled plans of a `sample_plans` artifact, in task and sample order.
+pub fn read_plans(artifact: &Path) -> Result<Vec<SampledPlan>> {
+    read_jsonl(&artifact.join(PLANS_FILE))
+}
+
 /// One sampled plan, as journaled and as written to `plans.jsonl`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SampledPlan {
@@ -54,7 +65,7 @@ pub struct SampledPlan {
 impl SamplePlansWork {
     pub fn config(&self) -> serde_json::Value {
         serde_json::json!({
-            "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+            "env": self.env.identity(),
             "env_name": self.env_name,
             "model": self.model.config(),
             "prompts": self.prompts,
@@ -67,7 +78,7 @@ impl SamplePlansWork {
     }
 
     pub fn tasks(&self) -> Result<Vec<TaskInfo>> {
-        let env = crate::env::build(&self.env)?;
+        let env = &self.env;
         Ok(env.tasks("train", Some(self.tasks))?)
     }
 
@@ -87,7 +98,7 @@ impl SamplePlansWork {
     }
 
     pub fn item_keys(&self) -> Result<Vec<String>> {
-        let env = crate::env::build(&self.env)?;
+        let env = &self.env;
         let prompts = prompt_set(&self.prompts, env.family())?;
         let pid = prompt_identity(&prompts);
         let mut keys = Vec::new();
@@ -121,6 +132,28 @@ pub async fn run(w: &SamplePlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) ->
         .await?;
     let plans: Vec<SampledPlan> = results.values.iter().map(|v| serde_json::from_value(v.clone())).collect::<Result<_, _>>()?;
     // The `plans` table gets these plans with their Q from `mc_rollouts`.
-    write_jsonl(&writer.path("plans.jsonl"), &plans)?;
-    Ok(StageOutput::new(results.reused, results.computed).file("plans.jsonl", plans.len()))
+    write_jsonl(&writer.path(PLANS_FILE), &plans)?;
+    Ok(StageOutput::new(results.reused, results.computed).file(PLANS_FILE, plans.len()))
+}
+
+#[async_trait]
+impl Stage for SamplePlansWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        self.config()
+    }
+    fn bind(&mut self, input_keys: &[String]) {
+        self.model.bind(input_keys);
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Keys(self.item_keys()?))
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run(self, ctx, writer).await
+    }
 }

@@ -19,19 +19,22 @@
 //! to `planner.teacher_attempts` times; a task that never parses is recorded
 //! in `failures.jsonl` and left out of the seed set — never its error text.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use async_trait::async_trait;
 
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use super::common::{derive_seed, prompt_set, write_jsonl};
+use super::common::{derive_seed, prompt_set, read_jsonl, write_jsonl};
 use super::expert::ExpertTrajectory;
 use crate::agent::prompt::{render_example, PromptSet};
 use crate::model::{ChatModel, ChatRequest, Message};
 use crate::spec::ModelSpec;
 
 use crate::env::builtin;
-use crate::exec::{NodeCtx, StageOutput};
+use crate::stage::{Exported, Items, NodeCtx, Slot, Stage, StageOutput};
 use crate::plan::{short_hash, Draft};
 use crate::spec::{EnvSpec, PlannerSpec, Spec};
 use crate::store::table::{self, PlanRow, PLANS};
@@ -52,6 +55,17 @@ pub struct SeedPlansWork {
     pub seed: u64,
     pub tasks: usize,
     pub env: EnvSpec,
+    /// The `expert` artifact whose trajectories the teacher summarises.
+    pub expert: Slot,
+}
+
+/// The seed set's file in a `seed_plans` artifact.
+const SEED_SET: &str = "seed_set.jsonl";
+
+/// The seed set of a `seed_plans` artifact (failed entries included: see
+/// [`SeedPlan::failure`]).
+pub fn read_seed_set(artifact: &Path) -> Result<Vec<SeedPlan>> {
+    read_jsonl(&artifact.join(SEED_SET))
 }
 
 /// One entry of the seed set.
@@ -84,6 +98,8 @@ pub fn parse_meta_plan(reply: &str) -> Option<String> {
 }
 
 pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec, planner: &PlannerSpec, expert: usize) -> Result<Draft> {
+    let mut inputs = Vec::new();
+    let expert = Slot::push(&mut inputs, expert);
     let teacher_model = match planner.teacher.as_str() {
         "rule" => None,
         name => Some(spec.models.get(name).cloned().ok_or_else(|| anyhow!("model `{name}` is not declared"))?),
@@ -100,24 +116,42 @@ pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec, planner: &PlannerSpec, 
         seed: spec.experiment.seed,
         tasks,
         env: env.clone(),
+        expert,
     };
-    let config = serde_json::json!({
-        "teacher": work.teacher,
-        "teacher_model": work.teacher_model,
-        "prompts": work.teacher_model.as_ref().map(|_| &work.prompts),
-        "attempts": work.teacher_model.as_ref().map(|_| work.attempts),
-        "flaw_rate": work.flaw_rate,
-        "seed": work.seed,
-        "tasks": work.tasks,
-    });
-    Ok(Draft {
-        stage: NAME,
-        version: VERSION,
-        label: format!("{NAME}[{env_name}/{}]", work.teacher),
-        config,
-        inputs: vec![expert],
-        work: super::Work::SeedPlans(work),
-    })
+    Ok(Draft::new(format!("{NAME}[{env_name}/{}]", work.teacher), inputs, work))
+}
+
+#[async_trait]
+impl Stage for SeedPlansWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({
+            "teacher": self.teacher,
+            "teacher_model": self.teacher_model,
+            "prompts": self.teacher_model.as_ref().map(|_| &self.prompts),
+            "attempts": self.teacher_model.as_ref().map(|_| self.attempts),
+            "flaw_rate": self.flaw_rate,
+            "seed": self.seed,
+            "tasks": self.tasks,
+        })
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Keys(self.item_keys()?))
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run(self, ctx, writer).await
+    }
+    fn exports(&self) -> Option<&'static str> {
+        Some("seed SFT set")
+    }
+    fn export(&self, artifact: &Path, to: &Path) -> Result<Exported> {
+        export_seed_set(artifact, to, &self.prompts, self.env.family())
+    }
 }
 
 impl SeedPlansWork {
@@ -147,10 +181,7 @@ impl SeedPlansWork {
 
     /// The prompt family of the teacher's App. E.1 prompt.
     fn family(&self) -> crate::agent::prompt::Family {
-        match &self.env {
-            EnvSpec::Sciworld(_) => crate::agent::prompt::Family::Sciworld,
-            _ => crate::agent::prompt::Family::Alfworld,
-        }
+        self.env.family()
     }
 
     /// The per-task seed of the teacher's choices.
@@ -161,7 +192,7 @@ impl SeedPlansWork {
 }
 
 pub async fn run(w: &SeedPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    let trajectories = super::expert::read_trajectories(&ctx.inputs[0].1)?;
+    let trajectories = super::expert::read_trajectories(ctx.input(w.expert)?)?;
     let trajectories: Vec<_> = trajectories.into_iter().take(w.tasks).collect();
     let items: Vec<(String, ExpertTrajectory)> =
         trajectories.into_iter().map(|t| (w.item_key(&t.task_id), t)).collect();
@@ -187,7 +218,7 @@ async fn rule_seeds(
     w: &SeedPlansWork,
     ctx: &NodeCtx,
     items: Vec<(String, ExpertTrajectory)>,
-) -> Result<crate::exec::ItemResults> {
+) -> Result<crate::stage::ItemResults> {
     let (flaw_rate, work) = (w.flaw_rate, w.clone());
     ctx
         .run_items(items, 1, move |t| {
@@ -238,7 +269,7 @@ async fn llm_seed(model: &dyn ChatModel, prompts: &PromptSet, t: &ExpertTrajecto
     })
 }
 
-fn finish(w: &SeedPlansWork, writer: &ArtifactWriter, results: crate::exec::ItemResults) -> Result<StageOutput> {
+fn finish(w: &SeedPlansWork, writer: &ArtifactWriter, results: crate::stage::ItemResults) -> Result<StageOutput> {
     let all: Vec<SeedPlan> =
         results.values.iter().map(|v| serde_json::from_value(v.clone())).collect::<Result<_, _>>()?;
     let (seeds, failures): (Vec<SeedPlan>, Vec<SeedPlan>) = all.into_iter().partition(|s| s.failure.is_none());
@@ -246,7 +277,7 @@ fn finish(w: &SeedPlansWork, writer: &ArtifactWriter, results: crate::exec::Item
     if !failures.is_empty() {
         tracing::warn!("seed plans: the teacher gave no parseable plan for {} tasks (see failures.jsonl)", failures.len());
     }
-    write_jsonl(&writer.path("seed_set.jsonl"), &seeds)?;
+    write_jsonl(&writer.path(SEED_SET), &seeds)?;
     let rows: Vec<PlanRow> = seeds
         .iter()
         .map(|s| PlanRow {
@@ -263,7 +294,7 @@ fn finish(w: &SeedPlansWork, writer: &ArtifactWriter, results: crate::exec::Item
     tracing::info!("seed plans: {} tasks, {flawed} flawed by design", seeds.len());
     Ok(StageOutput::new(results.reused, results.computed)
         .table("plans", n)
-        .file("seed_set.jsonl", seeds.len())
+        .file(SEED_SET, seeds.len())
         .file("failures.jsonl", failures.len()))
 }
 
@@ -289,19 +320,58 @@ pub struct SeedFileWork {
     pub path: String,
     /// Content hash at plan time (`missing` if the file is absent).
     pub hash: String,
+    /// The planner's prompt set and family (for exports; not in the key).
+    pub prompts: String,
+    pub family: crate::agent::prompt::Family,
 }
 
-pub fn file_draft(env_name: &str, path: &str) -> Draft {
+pub fn file_draft(env_name: &str, path: &str, prompts: &str, family: crate::agent::prompt::Family) -> Draft {
     let hash = std::fs::read(path).map(|b| blake3::hash(&b).to_hex()[..20].to_string()).unwrap_or_else(|_| "missing".into());
-    let work = SeedFileWork { path: path.to_string(), hash: hash.clone() };
-    Draft {
-        stage: NAME,
-        version: VERSION,
-        label: format!("{NAME}[{env_name}/file]"),
-        config: serde_json::json!({ "seed_set_file": hash }),
-        inputs: vec![],
-        work: super::Work::SeedFile(work),
+    let work = SeedFileWork { path: path.to_string(), hash, prompts: prompts.to_string(), family };
+    Draft::new(format!("{NAME}[{env_name}/file]"), vec![], work)
+}
+
+#[async_trait]
+impl Stage for SeedFileWork {
+    fn name(&self) -> &'static str {
+        NAME
     }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "seed_set_file": self.hash })
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Whole("one job (reads `planner.seed_set`)"))
+    }
+    async fn run(&self, _ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run_file(self, writer).await
+    }
+    fn exports(&self) -> Option<&'static str> {
+        Some("seed SFT set")
+    }
+    fn export(&self, artifact: &Path, to: &Path) -> Result<Exported> {
+        export_seed_set(artifact, to, &self.prompts, self.family)
+    }
+}
+
+/// `mpo_seed_sft.json` (LLaMA-Factory) and `trl_seed_sft.jsonl` (TRL):
+/// the planner prompt of each seed task and its plan.
+fn export_seed_set(artifact: &Path, to: &Path, prompts: &str, family: crate::agent::prompt::Family) -> Result<Exported> {
+    use crate::train::dataset::{self, Completion};
+    let set = prompt_set(prompts, family)?;
+    let rows: Vec<Completion> = read_seed_set(artifact)?
+        .into_iter()
+        .filter(|s| s.failure.is_none() && !s.plan.is_empty())
+        .map(|s| Completion { prompt: set.planner_prompt(&s.task), completion: s.plan, task_id: s.task_id })
+        .collect();
+    let file = to.join("mpo_seed_sft.json");
+    dataset::write_json_array(&file, &dataset::llamafactory_sft(&rows))?;
+    dataset::write_json_lines(&to.join("trl_seed_sft.jsonl"), &dataset::trl_sft(&rows))?;
+    let mut info = serde_json::Map::new();
+    info.insert("mpo_seed_sft".into(), dataset::llamafactory_sft_info("mpo_seed_sft.json"));
+    Ok(Exported { info, line: format!("{} seed plans → {}", rows.len(), file.display()) })
 }
 
 pub async fn run_file(w: &SeedFileWork, writer: &ArtifactWriter) -> Result<StageOutput> {
@@ -318,11 +388,11 @@ pub async fn run_file(w: &SeedFileWork, writer: &ArtifactWriter) -> Result<Stage
         }
         seeds.push(s);
     }
-    write_jsonl(&writer.path("seed_set.jsonl"), &seeds)?;
+    write_jsonl(&writer.path(SEED_SET), &seeds)?;
     let rows: Vec<PlanRow> = seeds
         .iter()
         .map(|s| PlanRow { task_id: s.task_id.clone(), planner: "seed".into(), sample: 0, text: s.plan.clone(), q: None, n: None })
         .collect();
     let n = table::write_rows(&writer.path("plans.parquet"), PLANS, &rows)?;
-    Ok(StageOutput::new(0, seeds.len()).table("plans", n).file("seed_set.jsonl", seeds.len()))
+    Ok(StageOutput::new(0, seeds.len()).table("plans", n).file(SEED_SET, seeds.len()))
 }

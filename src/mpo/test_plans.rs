@@ -11,13 +11,16 @@
 //!   task count, max tokens. Items: one per task.
 
 
+use std::path::PathBuf;
+
+use async_trait::async_trait;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::common::{planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
 use super::common::{read_jsonl, write_jsonl};
 use crate::env::TaskInfo;
-use crate::exec::{NodeCtx, StageOutput};
+use crate::stage::{Items, NodeCtx, Stage, StageOutput};
 use crate::plan::short_hash;
 use crate::spec::{EnvSpec, PlannerVariant};
 use crate::store::table::{self, PlanRow, PLANS};
@@ -59,7 +62,7 @@ impl TestPlansWork {
     pub fn config(&self) -> serde_json::Value {
         serde_json::json!({
             "variant": self.variant,
-            "env": crate::env::build(&self.env).map(|e| e.identity()).unwrap_or_default(),
+            "env": self.env.identity(),
             "env_name": self.env_name,
             "split": self.split,
             "tasks": self.tasks,
@@ -70,7 +73,7 @@ impl TestPlansWork {
     }
 
     pub fn tasks(&self) -> Result<Vec<TaskInfo>> {
-        Ok(crate::env::build(&self.env)?.tasks(&self.split, self.tasks)?)
+        Ok(self.env.tasks(&self.split, self.tasks)?)
     }
 
     fn item_key(&self, pid: &str, task_id: &str) -> String {
@@ -84,7 +87,7 @@ impl TestPlansWork {
     }
 
     pub fn item_keys(&self) -> Result<Vec<String>> {
-        let env = crate::env::build(&self.env)?;
+        let env = &self.env;
         let pid = prompt_identity(&prompt_set(&self.prompts, env.family())?);
         Ok(self.tasks()?.iter().map(|t| self.item_key(&pid, &t.task_id)).collect())
     }
@@ -121,4 +124,26 @@ pub async fn run(w: &TestPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> R
 pub fn read_plans(dir: &std::path::Path) -> Result<std::collections::HashMap<String, String>> {
     let plans: Vec<TestPlan> = read_jsonl(&dir.join("plans.jsonl"))?;
     Ok(plans.into_iter().map(|p| (p.task_id, p.plan)).collect())
+}
+
+#[async_trait]
+impl Stage for TestPlansWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        self.config()
+    }
+    fn bind(&mut self, input_keys: &[String]) {
+        self.model.bind(input_keys);
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Keys(self.item_keys()?))
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        run(self, ctx, writer).await
+    }
 }

@@ -19,14 +19,14 @@
 //! (see `store`), so a node that reruns reuses its finished items.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::fmt::Write as _;
 
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 
-use crate::mpo::{self, Work};
-use crate::spec::Variant;
-use crate::store::Store;
+use crate::spec::{Spec, Variant};
+use crate::stage::{Items, Stage};
+use crate::store::{Index, IndexEntry, Store};
 
 /// A stage instance in the DAG.
 #[derive(Clone, Debug)]
@@ -41,19 +41,29 @@ pub struct Node {
     pub key: String,
     /// Variants that use this node.
     pub variants: Vec<String>,
-    pub work: Work,
+    /// What the node does (its stage, with the node's settings).
+    pub work: Arc<dyn Stage>,
 }
 
 /// A node before keys are known; `inputs` index the variant's own drafts.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Draft {
-    pub stage: &'static str,
-    pub version: u32,
     pub label: String,
-    pub config: serde_json::Value,
     pub inputs: Vec<usize>,
-    pub work: Work,
+    pub work: Box<dyn Stage>,
 }
+
+impl Draft {
+    pub fn new(label: String, inputs: Vec<usize>, work: impl Stage + 'static) -> Draft {
+        Draft { label, inputs, work: Box::new(work) }
+    }
+}
+
+/// Turns one variant's spec into its stage instances in topological
+/// order; `source` says where a spec key's value came from, for errors.
+/// The pipeline (`mpo::drafts`) is handed in by the caller, so the plan
+/// knows stages only through [`Stage`].
+pub type Drafter = dyn Fn(&Spec, &dyn Fn(&str) -> String) -> Result<Vec<Draft>>;
 
 /// One variant's view of the plan.
 #[derive(Clone, Debug)]
@@ -72,7 +82,7 @@ pub struct Plan {
     pub nodes: Vec<Node>,
     pub variants: Vec<VariantPlan>,
     /// `[report]` of the base spec, with swept keys' base values resolved.
-    pub report: crate::report::config::ReportSpec,
+    pub report: crate::spec::ReportSpec,
 }
 
 /// The canonical cache key of a node.
@@ -95,7 +105,7 @@ pub fn short_hash(text: &str) -> String {
 
 impl Plan {
     /// Builds the DAG of all variants, sharing identical nodes.
-    pub fn build(variants: &[Variant]) -> Result<Plan> {
+    pub fn build(variants: &[Variant], drafts: &Drafter) -> Result<Plan> {
         let first = &variants[0].loaded.spec;
         let mut plan = Plan {
             experiment: first.experiment.name.clone(),
@@ -103,19 +113,20 @@ impl Plan {
             reports_dir: first.experiment.reports_dir.clone(),
             nodes: vec![],
             variants: vec![],
-            report: crate::report::config::ReportSpec::of_variants(variants),
+            report: crate::spec::ReportSpec::of_variants(variants),
         };
         let mut by_key: HashMap<String, usize> = HashMap::new();
         for variant in variants {
             let loaded = &variant.loaded;
             let source = |key: &str| crate::spec::load::source_of(&loaded.figment, &loaded.path, key);
-            let drafts = mpo::drafts(&loaded.spec, &source)?;
+            let drafts = drafts(&loaded.spec, &source)?;
             let mut ids: Vec<usize> = Vec::with_capacity(drafts.len());
             for d in drafts {
                 let inputs: Vec<usize> = d.inputs.iter().map(|&i| ids[i]).collect();
                 let input_keys: Vec<String> =
                     inputs.iter().map(|&i| plan.nodes[i].key.clone()).collect();
-                let key = cache_key(d.stage, d.version, &d.config, &input_keys);
+                let (stage, version, config) = (d.work.name(), d.work.version(), d.work.config());
+                let key = cache_key(stage, version, &config, &input_keys);
                 let mut work = d.work;
                 work.bind(&input_keys);
                 let id = match by_key.get(&key) {
@@ -124,14 +135,14 @@ impl Plan {
                         let id = plan.nodes.len();
                         plan.nodes.push(Node {
                             id,
-                            stage: d.stage,
-                            version: d.version,
+                            stage,
+                            version,
                             label: d.label,
-                            config: d.config,
+                            config,
                             inputs,
                             key: key.clone(),
                             variants: vec![],
-                            work,
+                            work: Arc::from(work),
                         });
                         by_key.insert(key, id);
                         id
@@ -183,40 +194,24 @@ impl Plan {
     }
 }
 
-/// What the index remembers of a node from the last time a plan of this
-/// experiment ran, to explain why something reruns.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct IndexEntry {
-    pub key: String,
-    pub config: serde_json::Value,
-    pub inputs: Vec<String>,
-}
-
-/// Label → last key and config, per experiment.
-pub type Index = BTreeMap<String, IndexEntry>;
-
+/// The index of an experiment (see [`crate::store::Index`]).
 pub fn load_index(store: &Store, experiment: &str) -> Index {
-    let path = store.root().join(experiment).join("index.json");
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+    store.load_index(experiment)
 }
 
+/// Records every node's label, key, config and inputs in the index.
 pub fn save_index(store: &Store, plan: &Plan) -> Result<()> {
-    let mut index = load_index(store, &plan.experiment);
-    for n in &plan.nodes {
-        index.insert(
+    let entries = plan.nodes.iter().map(|n| {
+        (
             n.label.clone(),
             IndexEntry {
                 key: n.key.clone(),
                 config: n.config.clone(),
                 inputs: n.inputs.iter().map(|&i| plan.nodes[i].label.clone()).collect(),
             },
-        );
-    }
-    let path = store.root().join(&plan.experiment).join("index.json");
-    crate::store::write_atomic(&path, serde_json::to_string_pretty(&index)?.as_bytes())
+        )
+    });
+    store.update_index(&plan.experiment, entries)
 }
 
 /// Why a node is not cached: the config keys that changed since the last
@@ -284,7 +279,15 @@ pub fn render(plan: &Plan, store: &Store, force: &[String]) -> Result<String> {
     for n in &plan.nodes {
         let forced = force.iter().any(|s| s == n.stage);
         let done = store.is_done(n.stage, &n.key) && !forced;
-        let items = mpo::item_keys(n, plan, store)?;
+        let dirs: Vec<Option<std::path::PathBuf>> = n
+            .inputs
+            .iter()
+            .map(|&i| {
+                let input = &plan.nodes[i];
+                store.exists(input.stage, &input.key).then(|| store.artifact_dir(input.stage, &input.key))
+            })
+            .collect();
+        let items = n.work.items(&dirs)?;
         let state = if done {
             cached += 1;
             "cached".to_string()
@@ -301,15 +304,15 @@ pub fn render(plan: &Plan, store: &Store, force: &[String]) -> Result<String> {
                 n.inputs.iter().map(|&i| format!("`{}`", plan.nodes[i].label)).collect::<Vec<_>>().join(", ")
             )
         };
-        let namespace = crate::exec::journal_namespace(n.stage);
-        let item_text = match (mpo::whole_stage(&n.work), &items) {
-            (Some(what), _) => what.to_string(),
-            (None, None) => "items known once its inputs exist".to_string(),
-            (None, Some(items)) if done => {
+        let namespace = n.work.journal();
+        let item_text = match &items {
+            Items::Whole(what) => what.to_string(),
+            Items::KnownLater => "items known once its inputs exist".to_string(),
+            Items::Keys(items) if done => {
                 seen.entry(namespace.to_string()).or_default().extend(items.iter().cloned());
                 format!("{} items", items.len())
             }
-            (None, Some(items)) => {
+            Items::Keys(items) => {
                 let journal = store.journal(namespace)?;
                 let earlier = seen.entry(namespace.to_string()).or_default();
                 let mut cached = 0;

@@ -22,7 +22,8 @@ use anyhow::Result;
 use crate::plan::Plan;
 use crate::store::Store;
 
-pub mod config;
+pub mod collate;
+pub use crate::spec::report as config;
 pub mod data;
 pub mod figures;
 pub mod metrics;
@@ -37,7 +38,7 @@ use data::Records;
 /// path of `index.md`.
 pub fn write(plan: &Plan, store: &Store) -> Result<PathBuf> {
     let dir = PathBuf::from(&plan.reports_dir).join(&plan.experiment);
-    let results = store.root().join(&plan.experiment);
+    let results = store.experiment_dir(&plan.experiment);
     let mut md = write_dir(&plan.experiment, &plan.report, &results, &dir)?;
     writeln!(md, "\n| stage | key | variants |")?;
     writeln!(md, "|---|---|---|")?;
@@ -162,7 +163,7 @@ pub fn write_dir(experiment: &str, report: &ReportSpec, results: &Path, dir: &Pa
     writeln!(md, "## Provenance\n")?;
     writeln!(md, "| results file | rows |")?;
     writeln!(md, "|---|---:|")?;
-    for table in crate::store::collate::TABLES {
+    for table in collate::TABLES {
         let p = results.join(format!("{table}.parquet"));
         if p.exists() {
             let n = data::row_count(&p)?;

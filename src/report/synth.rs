@@ -1,6 +1,6 @@
 //! Synthetic collated results for the report's tests and benchmark: a
 //! deterministic, paper-shaped `episodes.parquet` and `judge.parquet`
-//! (DESIGN.md §4 columns, `experiment` and `variant` in front).
+//! (the columns of docs/ARCHITECTURE.md "Results", `experiment` and `variant` in front).
 //!
 //! Shape: envs `household` and `sciworld`, splits `seen`/`unseen`; agents
 //! `tiny-3b`, `small-8b`, `big-70b`; planners `none`, `sft`, `prompted`,

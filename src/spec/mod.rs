@@ -16,12 +16,16 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub mod load;
+pub mod report;
 pub mod sweep;
 pub mod validate;
 
 pub use load::{load, LoadOptions, LoadedSpec, SpecError};
 pub use sweep::{expand, Variant};
-pub use crate::report::config::ReportSpec;
+pub use crate::agent::Insertion;
+pub use crate::env::{BuiltinEnvSpec, EnvSpec};
+pub use crate::model::ModelSpec;
+pub use report::ReportSpec;
 
 /// A whole experiment spec, as written by a user.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -99,88 +103,6 @@ fn default_results_dir() -> String {
 }
 fn default_reports_dir() -> String {
     "reports".into()
-}
-
-/// `[models.NAME]`: a chat model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ModelSpec {
-    /// An OpenAI-compatible chat-completions endpoint (vLLM, SGLang, …).
-    Openai(crate::model::openai::OpenAiConfig),
-    /// A Llama/Qwen2-architecture model run in-process with burn, from a
-    /// Hugging Face directory (`path`).
-    Local(crate::model::local::LocalModelConfig),
-}
-
-impl ModelSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ModelSpec::Openai(_) => "openai",
-            ModelSpec::Local(_) => "local",
-        }
-    }
-}
-
-/// `[envs.NAME]`: an environment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum EnvSpec {
-    /// The built-in ALFWorld-style household world.
-    Builtin(BuiltinEnvSpec),
-    /// A server speaking the AgentGym HTTP protocol (ALFWorld, WebShop,
-    /// SciWorld).
-    Agentgym(crate::env::agentgym::AgentgymEnvSpec),
-    /// The real ScienceWorld simulator, through a pool of bridge workers.
-    Sciworld(crate::env::sciworld::SciworldEnvSpec),
-}
-
-impl EnvSpec {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            EnvSpec::Builtin(_) => "builtin",
-            EnvSpec::Agentgym(_) => "agentgym",
-            EnvSpec::Sciworld(_) => "sciworld",
-        }
-    }
-    /// How many tasks of `split` the experiment uses.
-    pub fn task_count(&self, split: &str) -> Option<usize> {
-        match self {
-            EnvSpec::Builtin(b) => b.task_count(split),
-            EnvSpec::Agentgym(a) => a.task_count(split),
-            EnvSpec::Sciworld(s) => s.task_count(split),
-        }
-    }
-    pub fn splits(&self) -> &'static [&'static str] {
-        match self {
-            EnvSpec::Builtin(_) => &["train", "seen", "unseen"],
-            EnvSpec::Agentgym(a) => a.splits(),
-            EnvSpec::Sciworld(_) => &crate::env::sciworld::tasks::SPLITS,
-        }
-    }
-}
-
-/// `[envs.NAME] kind = "builtin"`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BuiltinEnvSpec {
-    /// Step limit of an episode (the paper: 30).
-    #[serde(default = "default_max_steps")]
-    pub max_steps: u32,
-    /// Use only the first K tasks of a split, e.g. `tasks = { train = 200 }`.
-    #[serde(default)]
-    pub tasks: BTreeMap<String, usize>,
-}
-
-fn default_max_steps() -> u32 {
-    30
-}
-
-impl BuiltinEnvSpec {
-    pub fn task_count(&self, split: &str) -> Option<usize> {
-        let split = crate::env::builtin::Split::parse(split)?;
-        let all = split.size();
-        Some(self.tasks.get(split.name()).map_or(all, |&k| k.min(all)))
-    }
 }
 
 /// `[planner]`: the meta planner and its seed data.
@@ -424,15 +346,6 @@ impl Default for MpoSpec {
     }
 }
 
-/// Where a meta plan goes in the agent's prompt (Table 4).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Insertion {
-    #[default]
-    Instruction,
-    Thought,
-    Observation,
-}
 
 /// A source of test-time plans (Table 3 rows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

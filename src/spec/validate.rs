@@ -220,7 +220,7 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
                 Some(env) => vec![env],
                 None => spec.envs.keys().collect(),
             };
-            if !candidates.iter().any(|n| matches!(spec.envs.get(*n), Some(EnvSpec::Builtin(_)))) {
+            if !candidates.iter().any(|n| spec.envs.get(*n).is_some_and(EnvSpec::has_scripted_players)) {
                 e.bad("agent_sft.thoughts", "\"tracking\"".into(), "needs the built-in world (`kind = \"builtin\"`): its thoughts are read off the game's state");
             }
         }

@@ -6,8 +6,16 @@
 //!   tmp/                        artifacts being written (never read as done)
 //!   items/<stage>/*.jsonl       item journals: one line per finished item
 //!   <experiment>/<table>.parquet  collated results, one row per thing
+//!   <experiment>/index.json     each node's last key, config and inputs (why a
+//!                               node reruns)
+//!   train/<stage>/<key>/        a training's checkpoints while it runs (removed
+//!                               once its artifact is committed)
+//!   train/dpo/<key>.reference.jsonl  DPO's reference scores while it trains
 //!   runs/<time>-<experiment>.log  one log file per run
 //! ```
+//!
+//! Every path under the results dir is built here; stages ask the store for
+//! a place rather than joining names onto its root.
 //!
 //! Invariants:
 //! - An artifact directory exists under `artifacts/` only if it is complete:
@@ -31,7 +39,6 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub mod collate;
 pub mod table;
 
 /// The version of the on-disk layout; bump on purpose when it changes.
@@ -61,6 +68,19 @@ pub struct Manifest {
     #[serde(default)]
     pub items_failed: usize,
 }
+
+/// What the index remembers of a node from the last time a plan of this
+/// experiment ran, to explain why something reruns.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct IndexEntry {
+    pub key: String,
+    pub config: serde_json::Value,
+    /// Labels of its inputs.
+    pub inputs: Vec<String>,
+}
+
+/// Label → last key and config, per experiment (`<experiment>/index.json`).
+pub type Index = BTreeMap<String, IndexEntry>;
 
 /// The results directory.
 #[derive(Clone, Debug)]
@@ -93,6 +113,78 @@ impl Store {
 
     pub fn artifact_dir(&self, stage: &str, key: &str) -> PathBuf {
         self.root.join("artifacts").join(stage).join(key)
+    }
+
+    /// Where a training stage's node keeps its checkpoints while it runs.
+    pub fn checkpoint_dir(&self, stage: &str, key: &str) -> PathBuf {
+        self.root.join("train").join(stage).join(key)
+    }
+
+    /// Where a training stage's node keeps scores computed once before it
+    /// trains (DPO's reference log-probabilities), until it is committed.
+    pub fn training_scores_path(&self, stage: &str, key: &str, what: &str) -> PathBuf {
+        self.root.join("train").join(stage).join(format!("{key}.{what}.jsonl"))
+    }
+
+    /// The directory of an experiment's collated tables and index.
+    pub fn experiment_dir(&self, experiment: &str) -> PathBuf {
+        self.root.join(experiment)
+    }
+
+    /// Where run logs go.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    /// Where item journals go.
+    pub fn items_dir(&self) -> PathBuf {
+        self.root.join("items")
+    }
+
+    /// The index of an experiment; empty when there is none (or it cannot
+    /// be read: it only explains reruns, never decides them).
+    pub fn load_index(&self, experiment: &str) -> Index {
+        fs::read_to_string(self.experiment_dir(experiment).join("index.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Adds or replaces `entries` in an experiment's index.
+    pub fn update_index(&self, experiment: &str, entries: impl IntoIterator<Item = (String, IndexEntry)>) -> Result<()> {
+        let mut index = self.load_index(experiment);
+        index.extend(entries);
+        write_atomic(&self.experiment_dir(experiment).join("index.json"), serde_json::to_string_pretty(&index)?.as_bytes())
+    }
+
+    /// Training checkpoints and scores left by trainings whose artifact is
+    /// not committed (a killed run leaves them to resume from): `(stage,
+    /// key or file name)` pairs under `train/`.
+    pub fn training_leftovers(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let Ok(stages) = fs::read_dir(self.root.join("train")) else { return Ok(out) };
+        for stage in stages {
+            let stage = stage?;
+            if !stage.file_type()?.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(stage.path())? {
+                out.push((stage.file_name().to_string_lossy().into_owned(), entry?.file_name().to_string_lossy().into_owned()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes a training's leftovers (`name`: a key or a scores file name).
+    pub fn remove_training_leftover(&self, stage: &str, name: &str) -> Result<()> {
+        let path = self.root.join("train").join(stage).join(name);
+        if path.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else if path.exists() {
+            fs::remove_file(&path)?;
+        }
+        Ok(())
     }
 
     /// The manifest of a finished artifact, if there is one.

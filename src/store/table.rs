@@ -1,4 +1,4 @@
-//! Result tables (DESIGN.md §4) as Parquet, written and read with polars.
+//! Result tables (docs/ARCHITECTURE.md, "Results") as Parquet, written and read with polars.
 //!
 //! A table's columns are declared once here; column names and types are a
 //! public interface (users open these files with polars, pandas or DuckDB).

@@ -1,15 +1,19 @@
-//! Trainers in burn (DESIGN.md §2 "trainers"): SFT, RFT and agent SFT
+//! Training (docs/ARCHITECTURE.md, "Add a training engine"): SFT, RFT and agent SFT
 //! (masked token cross-entropy) and DPO (TRL's semantics) on the local
 //! model's network, with PyTorch-semantics AdamW, warm-up + cosine decay,
 //! gradient accumulation and clipping, seeded length-bucketed batches, and
 //! resumable checkpoints.
 //!
 //! Owns: [`TrainConfig`] (the `[train.*]` tables of a spec), the
-//! `train_log` rows, the loop ([`trainer::train`]) and dataset building
-//! ([`data`]). The stages that call it live in `mpo::train_stages`.
+//! `train_log` rows, the training-engine seam ([`engine::TrainEngine`]:
+//! burn is the first engine), the engine-neutral datasets and their
+//! writers in other engines' formats ([`dataset`]), the burn loop
+//! ([`trainer::train`]) and tokenised examples ([`data`]). The stages that
+//! call it live in `mpo/` (`agent_sft.rs`, `sft.rs`, `rft.rs`, `dpo.rs`).
 
 pub mod data;
-pub mod export;
+pub mod dataset;
+pub mod engine;
 pub mod optim;
 pub mod trainer;
 
@@ -30,48 +34,7 @@ pub enum DpoLoss {
     Ipo,
 }
 
-/// Training precision: `f32` everywhere, or `bf16` mixed precision
-/// (matmuls and attention in bf16 on f32 master parameters; norms, softmax,
-/// loss, gradients' accumulation and AdamW in f32).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Precision {
-    #[default]
-    F32,
-    Bf16,
-}
-
-impl Precision {
-    /// The compute dtype of the forward pass (`None` = f32 throughout).
-    pub fn compute_dtype(self) -> Option<burn::tensor::FloatDType> {
-        match self {
-            Precision::F32 => None,
-            Precision::Bf16 => Some(burn::tensor::FloatDType::BF16),
-        }
-    }
-
-    /// The compute dtype, or an error naming the setting when `device`
-    /// cannot compute in it.
-    pub fn on(self, device: &burn::tensor::Device) -> Result<Option<burn::tensor::FloatDType>, String> {
-        match self.compute_dtype() {
-            Some(dt) if !device.supports_dtype(dt) => {
-                Err(format!("`precision = \"{}\"` is not supported on this device ({device:?}); use `precision = \"f32\"`", self.name()))
-            }
-            dt => Ok(dt),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Precision::F32 => "f32",
-            Precision::Bf16 => "bf16",
-        }
-    }
-
-    pub fn is_f32(&self) -> bool {
-        *self == Precision::F32
-    }
-}
+pub use crate::model::local::Precision;
 
 fn d_lr() -> f64 {
     1e-5
@@ -170,10 +133,22 @@ pub struct TrainConfig {
     /// `f32` (default) or `bf16` mixed precision.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// The training engine ([`engine::ENGINES`]); `burn`, the default, is
+    /// left out of cache keys so keys made before engines existed hold.
+    #[serde(default = "d_engine", skip_serializing_if = "is_default_engine")]
+    pub engine: String,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn d_engine() -> String {
+    engine::DEFAULT.to_string()
+}
+
+fn is_default_engine(e: &String) -> bool {
+    e == engine::DEFAULT
 }
 
 impl Default for TrainConfig {
@@ -200,6 +175,7 @@ impl Default for TrainConfig {
             loss: DpoLoss::Sigmoid,
             activation_checkpointing: false,
             precision: Precision::F32,
+            engine: d_engine(),
         }
     }
 }
@@ -231,6 +207,13 @@ impl TrainConfig {
         }
         if self.max_len < 2 {
             return Err("max_len must be at least 2".into());
+        }
+        if !engine::ENGINES.contains(&self.engine.as_str()) {
+            return Err(format!(
+                "engine = \"{}\" is not a training engine; allowed: {}",
+                self.engine,
+                engine::ENGINES.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ")
+            ));
         }
         Ok(())
     }

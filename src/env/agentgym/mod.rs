@@ -52,8 +52,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::{EnvError, Environment, Episode, TaskInfo};
-use crate::agent::parse::ActionRule;
-use crate::agent::prompt::Family;
+use crate::env::ActionRule;
+use crate::env::Family;
 
 pub use episodes::{alfworld_task_type, strip_arrival, trim_alfworld_intro};
 pub use serve::{builtin_game, builtin_router, serve_builtin, serve_builtin_on};
@@ -76,6 +76,15 @@ impl ServerKind {
             ServerKind::Alfworld => "alfworld",
             ServerKind::Webshop => "webshop",
             ServerKind::Sciworld => "sciworld",
+        }
+    }
+
+    /// The prompt family of its episodes.
+    pub fn family(self) -> Family {
+        match self {
+            ServerKind::Alfworld => Family::Alfworld,
+            ServerKind::Webshop => Family::Webshop,
+            ServerKind::Sciworld => Family::Sciworld,
         }
     }
 
@@ -209,6 +218,34 @@ fn default_retry_backoff_ms() -> u64 {
 }
 
 impl AgentgymEnvSpec {
+    /// The first `limit` tasks of a split (all if `None`), from the
+    /// spec's game lists: no server needed.
+    pub fn tasks(&self, split: &str, limit: Option<usize>) -> Result<Vec<TaskInfo>, EnvError> {
+        let games = self.games_of(split).ok_or_else(|| {
+            EnvError(format!(
+                "the AgentGym {} env has no split `{split}`; it has: {}",
+                self.env.name(),
+                self.available_splits().join(", ")
+            ))
+        })?;
+        let n = limit.map_or(games.len(), |l| l.min(games.len()));
+        let (task_type, icl_key) = match self.env {
+            ServerKind::Webshop => ("webshop", "default"),
+            ServerKind::Sciworld => ("unknown", "default"),
+            ServerKind::Alfworld => ("unknown", "unknown"),
+        };
+        Ok((0..n)
+            .map(|i| TaskInfo {
+                task_id: format!("{split}/{i:04}"),
+                split: split.to_string(),
+                task_type: task_type.to_string(),
+                icl_key: icl_key.to_string(),
+                max_steps: self.max_steps(),
+            })
+            .collect())
+    }
+
+
     /// A spec for one server with every default.
     pub fn new(env: ServerKind, url: impl Into<String>) -> Self {
         Self {
@@ -452,11 +489,7 @@ impl Environment for AgentgymEnv {
         self.spec.identity()
     }
     fn family(&self) -> Family {
-        match self.spec.env {
-            ServerKind::Sciworld => Family::Sciworld,
-            ServerKind::Webshop => Family::Webshop,
-            ServerKind::Alfworld => Family::Alfworld,
-        }
+        self.spec.env.family()
     }
     fn action_rule(&self) -> ActionRule {
         match self.spec.env {
@@ -475,28 +508,7 @@ impl Environment for AgentgymEnv {
             .map_err(|e| EnvError(format!("health check panicked: {e}")))?
     }
     fn tasks(&self, split: &str, limit: Option<usize>) -> Result<Vec<TaskInfo>, EnvError> {
-        let games = self.spec.games_of(split).ok_or_else(|| {
-            EnvError(format!(
-                "the AgentGym {} env has no split `{split}`; it has: {}",
-                self.spec.env.name(),
-                self.spec.available_splits().join(", ")
-            ))
-        })?;
-        let n = limit.map_or(games.len(), |l| l.min(games.len()));
-        let (task_type, icl_key) = match self.spec.env {
-            ServerKind::Webshop => ("webshop", "default"),
-            ServerKind::Sciworld => ("unknown", "default"),
-            ServerKind::Alfworld => ("unknown", "unknown"),
-        };
-        Ok((0..n)
-            .map(|i| TaskInfo {
-                task_id: format!("{split}/{i:04}"),
-                split: split.to_string(),
-                task_type: task_type.to_string(),
-                icl_key: icl_key.to_string(),
-                max_steps: self.spec.max_steps(),
-            })
-            .collect())
+        self.spec.tasks(split, limit)
     }
     async fn start(&self, task: &TaskInfo) -> Result<Box<dyn Episode>, EnvError> {
         let bad = || {

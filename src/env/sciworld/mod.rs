@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{EnvError, Environment, Episode, StepOutcome, TaskInfo};
-use crate::agent::parse::ActionRule;
-use crate::agent::prompt::Family;
+use crate::env::ActionRule;
+use crate::env::Family;
 
 pub mod pool;
 pub mod tasks;
@@ -113,6 +113,19 @@ impl Default for SciworldEnvSpec {
 }
 
 impl SciworldEnvSpec {
+    /// The first `limit` tasks of a split (all if `None`), from the
+    /// release's lists: no simulator needed.
+    pub fn tasks(&self, split: &str, limit: Option<usize>) -> Result<Vec<TaskInfo>, EnvError> {
+        let canon = tasks::canonical_split(split).ok_or_else(|| {
+            EnvError(format!("ScienceWorld has no split `{split}` (train, seen/dev, unseen/test)"))
+        })?;
+        let list = tasks::split_tasks(canon).unwrap_or_default();
+        let n = self.task_count(canon).unwrap_or(list.len());
+        let n = limit.map_or(n, |l| l.min(n));
+        Ok(list[..n].iter().map(|t| task_info(self, canon, t)).collect())
+    }
+
+
     /// Checks the settings (not the installation: see [`build`]).
     pub fn validate(&self) -> Result<(), String> {
         let mut e = Vec::new();
@@ -235,16 +248,6 @@ impl SciworldEnv {
         self.pool.shutdown_idle();
     }
 
-    fn task_info(&self, split: &str, t: &tasks::SciTask) -> TaskInfo {
-        TaskInfo {
-            task_id: t.task_id(),
-            split: split.to_string(),
-            task_type: t.name.clone(),
-            icl_key: ICL_KEY.to_string(),
-            max_steps: self.spec.max_steps.unwrap_or(t.max_steps),
-        }
-    }
-
     async fn load(&self, task: &TaskInfo, gold: bool) -> Result<(pool::Lease, Value), EnvError> {
         let t = tasks::parse_task_id(&task.task_id)
             .ok_or_else(|| EnvError(format!("unknown ScienceWorld task `{}`", task.task_id)))?;
@@ -285,13 +288,7 @@ impl Environment for SciworldEnv {
         tasks::SPLITS.iter().map(|s| s.to_string()).collect()
     }
     fn tasks(&self, split: &str, limit: Option<usize>) -> Result<Vec<TaskInfo>, EnvError> {
-        let canon = tasks::canonical_split(split).ok_or_else(|| {
-            EnvError(format!("ScienceWorld has no split `{split}` (train, seen/dev, unseen/test)"))
-        })?;
-        let list = tasks::split_tasks(canon).unwrap_or_default();
-        let n = self.spec.task_count(canon).unwrap_or(list.len());
-        let n = limit.map_or(n, |l| l.min(n));
-        Ok(list[..n].iter().map(|t| self.task_info(canon, t)).collect())
+        self.spec.tasks(split, limit)
     }
     async fn start(&self, task: &TaskInfo) -> Result<Box<dyn Episode>, EnvError> {
         let (lease, v) = self.load(task, false).await?;
@@ -479,5 +476,15 @@ mod tests {
         assert!(t.observe(&reply("No known action matches that input.", 0.0, false)).unwrap().done);
         let o = Tracker::new(1).observe(&reply("x", 1.0, true)).unwrap();
         assert!(o.done && o.success && o.reward == 1.0);
+    }
+}
+
+fn task_info(spec: &SciworldEnvSpec, split: &str, t: &tasks::SciTask) -> TaskInfo {
+    TaskInfo {
+        task_id: t.task_id(),
+        split: split.to_string(),
+        task_type: t.name.clone(),
+        icl_key: ICL_KEY.to_string(),
+        max_steps: spec.max_steps.unwrap_or(t.max_steps),
     }
 }

@@ -101,8 +101,8 @@ pub struct LocalModelConfig {
     /// `f32` (default) or `bf16`: projections, attention and the LM head in
     /// bf16 on f32 weights (for GPUs with bf16 units; on the CPU it is only
     /// slower).
-    #[serde(default, skip_serializing_if = "crate::train::Precision::is_f32")]
-    pub precision: crate::train::Precision,
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
 }
 
 impl Default for LocalModelConfig {
@@ -119,7 +119,7 @@ impl Default for LocalModelConfig {
             seed: 0,
             max_batch: d_max_batch(),
             kv_cache_tokens: d_cache(),
-            precision: crate::train::Precision::F32,
+            precision: Precision::F32,
         }
     }
 }
@@ -444,3 +444,47 @@ impl ChatModel for LocalModel {
         })
     }
 }
+
+/// Compute precision of a local model (inference and training): `f32` everywhere, or `bf16` mixed precision
+/// (matmuls and attention in bf16 on f32 master parameters; norms, softmax,
+/// loss, gradients' accumulation and AdamW in f32).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    F32,
+    Bf16,
+}
+
+impl Precision {
+    /// The compute dtype of the forward pass (`None` = f32 throughout).
+    pub fn compute_dtype(self) -> Option<burn::tensor::FloatDType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::FloatDType::BF16),
+        }
+    }
+
+    /// The compute dtype, or an error naming the setting when `device`
+    /// cannot compute in it.
+    pub fn on(self, device: &burn::tensor::Device) -> std::result::Result<Option<burn::tensor::FloatDType>, String> {
+        match self.compute_dtype() {
+            Some(dt) if !device.supports_dtype(dt) => {
+                Err(format!("`precision = \"{}\"` is not supported on this device ({device:?}); use `precision = \"f32\"`", self.name()))
+            }
+            dt => Ok(dt),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    pub fn is_f32(&self) -> bool {
+        *self == Precision::F32
+    }
+}
+

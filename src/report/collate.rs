@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use polars::prelude::*;
 
-use super::table::{read_parquet, write_parquet};
-use super::Store;
+use crate::store::table::{read_parquet, write_parquet};
+use crate::store::Store;
 use crate::plan::Plan;
 
 /// Table files a stage artifact may hold.
@@ -18,7 +18,7 @@ pub const TABLES: &[&str] = &["episodes", "plans", "pairs", "train_log", "judge"
 
 /// Writes the collated tables of `plan`; returns rows per table.
 pub fn collate(plan: &Plan, store: &Store) -> Result<BTreeMap<String, usize>> {
-    let dir = store.root().join(&plan.experiment);
+    let dir = store.experiment_dir(&plan.experiment);
     std::fs::create_dir_all(&dir)?;
     let mut counts = BTreeMap::new();
     for table in TABLES {

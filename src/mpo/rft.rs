@@ -1,0 +1,71 @@
+//! Stage `rft`: SFT of the SFT planner on the best plan per task (Table 3's RFT).
+//!
+//! - In: `pairs` (each task's best plan) and the SFT planner.
+//! - Out: `model/` and `train_log.parquet`; with no pairs, the SFT planner
+//!   unchanged and `note.json` saying why.
+//! - Key: the base, the prompt set, the training config; the inputs' keys.
+//!
+//! The dataset is built here as text (the planner prompt of each task and
+//! the reply trained on); the training engine (`[train.rft] engine`)
+//! tokenises and trains it.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::common::prompt_set;
+use super::models::ModelRef;
+use crate::agent::prompt::Family;
+use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
+use crate::store::ArtifactWriter;
+use crate::train::dataset::{Completion, Dataset};
+use crate::train::engine::Method;
+use crate::train::TrainConfig;
+
+pub const NAME: &str = "rft";
+pub const VERSION: u32 = super::training::VERSION;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RftWork {
+    /// The model trained: the SFT planner.
+    pub base: ModelRef,
+    pub prompts: String,
+    pub family: Family,
+    pub train: TrainConfig,
+    /// The `pairs` artifact.
+    pub data: Slot,
+}
+
+#[async_trait]
+impl Stage for RftWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train })
+    }
+    fn bind(&mut self, input_keys: &[String]) {
+        self.base.bind(input_keys);
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Whole(super::training::WHOLE))
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        let prompts = prompt_set(&self.prompts, self.family)?;
+        let lines = super::pairs::read_train(ctx.input(self.data)?)?;
+        if lines.is_empty() {
+            return super::training::unchanged(ctx, writer, &self.base, "no task has a best plan (every task's plans scored the same)");
+        }
+        let rows: Vec<Completion> = lines
+            .into_iter()
+            .map(|l| Completion { prompt: prompts.planner_prompt(&l.goal), completion: l.chosen, task_id: l.task_id })
+            .collect();
+        let (out, _) = super::training::train(ctx, writer, &self.base, Dataset::Completions(rows), Method::Sft, &self.train).await?;
+        Ok(out)
+    }
+}

@@ -1,0 +1,68 @@
+//! Stage `sft`: the meta planner's SFT on the seed plans (Eq. 4).
+//!
+//! - In: `seed_plans` (its seed set, failed entries left out) and the base
+//!   planner (`init_model` or a declared directory).
+//! - Out: `model/` (a Hugging Face directory) and `train_log.parquet`.
+//! - Key: the base, the prompt set, the training config; the inputs' keys.
+//!
+//! The dataset is built here as text (the planner prompt of each task and
+//! the reply trained on); the training engine (`[train.sft] engine`)
+//! tokenises and trains it.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::common::prompt_set;
+use super::models::ModelRef;
+use crate::agent::prompt::Family;
+use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
+use crate::store::ArtifactWriter;
+use crate::train::dataset::{Completion, Dataset};
+use crate::train::engine::Method;
+use crate::train::TrainConfig;
+
+pub const NAME: &str = "sft";
+pub const VERSION: u32 = super::training::VERSION;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SftWork {
+    /// The model trained: the base planner.
+    pub base: ModelRef,
+    pub prompts: String,
+    pub family: Family,
+    pub train: TrainConfig,
+    /// The `seed_plans` artifact.
+    pub data: Slot,
+}
+
+#[async_trait]
+impl Stage for SftWork {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn version(&self) -> u32 {
+        VERSION
+    }
+    fn config(&self) -> serde_json::Value {
+        serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train })
+    }
+    fn bind(&mut self, input_keys: &[String]) {
+        self.base.bind(input_keys);
+    }
+    fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+        Ok(Items::Whole(super::training::WHOLE))
+    }
+    async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        let prompts = prompt_set(&self.prompts, self.family)?;
+        let rows: Vec<Completion> = super::seed_plans::read_seed_set(ctx.input(self.data)?)?
+            .into_iter()
+            .filter(|s| s.failure.is_none() && !s.plan.is_empty())
+            .map(|s| Completion { prompt: prompts.planner_prompt(&s.task), completion: s.plan, task_id: s.task_id })
+            .collect();
+        let (out, _) = super::training::train(ctx, writer, &self.base, Dataset::Completions(rows), Method::Sft, &self.train).await?;
+        Ok(out)
+    }
+}
