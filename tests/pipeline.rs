@@ -148,6 +148,30 @@ fn status_report_and_clean() {
 }
 
 #[test]
+fn clean_removes_training_leftovers_that_no_spec_plans() {
+    let ctx = TestContext::new();
+    assert!(ctx.run(&["small.toml"]).status.success());
+    let dry = ctx.run(&["--dry-run", "small.toml"]);
+    let text = String::from_utf8_lossy(&dry.stdout).to_string();
+    let key = text.split('[').nth(2).and_then(|s| s.split(']').next()).expect("a key").to_string();
+    // A killed training's checkpoints and reference scores: one of a node
+    // the spec plans (kept: it resumes from them), two of nodes it does not.
+    let kept = ctx.path(&format!("results/train/expert/{key}"));
+    let stale = ctx.path("results/train/sft/00000000000000000000");
+    std::fs::create_dir_all(&kept).unwrap();
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("latest.json"), "{}").unwrap();
+    let scores = ctx.path("results/train/dpo/11111111111111111111.reference.jsonl");
+    std::fs::create_dir_all(scores.parent().unwrap()).unwrap();
+    std::fs::write(&scores, "[0.0,0.0]\n").unwrap();
+    let clean = ctx.run(&["clean", "small.toml", "--yes"]);
+    assert!(clean.status.success(), "{}", stderr(&clean));
+    assert!(stderr(&clean).contains("removed 2 entries"), "{}", stderr(&clean));
+    assert!(kept.exists(), "a planned node's checkpoints are kept");
+    assert!(!stale.exists() && !scores.exists(), "leftovers of unplanned nodes are removed");
+}
+
+#[test]
 fn shards_compute_disjoint_items_and_a_plain_run_assembles_them() {
     let reference = TestContext::new();
     assert!(reference.run(&["small.toml"]).status.success());

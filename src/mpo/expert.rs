@@ -150,24 +150,21 @@ impl From<sciworld::GoldTrajectory> for ExpertTrajectory {
     }
 }
 
-/// The identity of an environment with an expert, for keys; an error for
-/// the others.
-fn expert_identity(env_name: &str, env: &EnvSpec) -> Result<serde_json::Value> {
-    match env {
-        EnvSpec::Builtin(b) => Ok(crate::env::builtin_identity(b.max_steps)),
-        EnvSpec::Sciworld(s) => Ok(s.identity()),
-        other => Err(anyhow!(
-            "env `{env_name}` (`kind = \"{}\"`) has no expert, and the spec needs expert trajectories (seed plans \
-             from a teacher, an `init` model's corpus, or agent SFT); only `kind = \"builtin\"` and `kind = \"sciworld\"` \
-             have one\nhint: give the planner a seed set (`planner.seed_set = \"seeds.jsonl\"`), or learn on a \
-             built-in or ScienceWorld env",
-            other.kind()
-        )),
-    }
+/// The error of a spec that needs the expert of an env that has none.
+fn no_expert(env_name: &str, env: &EnvSpec) -> anyhow::Error {
+    anyhow!(
+        "env `{env_name}` (`kind = \"{}\"`) has no expert, and the spec needs expert trajectories (seed plans \
+         from a teacher, an `init` model's corpus, or agent SFT); only `kind = \"builtin\"` and `kind = \"sciworld\"` \
+         have one\nhint: give the planner a seed set (`planner.seed_set = \"seeds.jsonl\"`), or learn on a \
+         built-in or ScienceWorld env",
+        env.kind()
+    )
 }
 
 pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec) -> anyhow::Result<Draft> {
-    expert_identity(env_name, env)?;
+    if !env.has_expert() {
+        return Err(no_expert(env_name, env));
+    }
     let work = ExpertWork {
         env_name: env_name.to_string(),
         env: env.clone(),
@@ -212,10 +209,10 @@ impl ExpertWork {
                 "split": self.split,
                 "index": index,
             }),
-            other => serde_json::json!({
+            EnvSpec::Sciworld(_) | EnvSpec::Agentgym(_) => serde_json::json!({
                 "stage": NAME,
                 "version": VERSION,
-                "env": expert_identity(&self.env_name, other).unwrap_or_default(),
+                "env": self.env.identity(),
                 "split": self.split,
                 "task": task_id,
             }),
@@ -240,7 +237,7 @@ pub fn train_task_ids(env_name: &str, env: &EnvSpec, n: usize) -> Result<Vec<Str
             .take(n)
             .map(|t| t.task_id())
             .collect(),
-        other => return Err(expert_identity(env_name, other).unwrap_err()),
+        EnvSpec::Agentgym(_) => return Err(no_expert(env_name, env)),
     })
 }
 
@@ -330,7 +327,7 @@ pub async fn run(w: &ExpertWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Resu
                 .await?;
             (tasks, results)
         }
-        other => return Err(expert_identity(&w.env_name, other).unwrap_err()),
+        EnvSpec::Agentgym(_) => return Err(no_expert(&w.env_name, &w.env)),
     };
 
     let mut trajectories = Vec::with_capacity(tasks.len());

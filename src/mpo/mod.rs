@@ -141,7 +141,7 @@ impl<'a> Builder<'a> {
         if planner.teacher == "rule" && !env.has_rule_teacher() {
             let (allowed, or_teacher) = if env.has_expert() {
                 (
-                    "a teacher model declared in `[models]` (`planner.teacher = \"NAME\"`: the paper's App. E.1 prompt on the env's expert trajectories) or a seed set file (`planner.seed_set`)",
+                    "a teacher model declared in `[models]` (`planner.teacher = \"NAME\"`: the paper's App. E.1 prompt on the simulator's gold trajectories) or a seed set file (`planner.seed_set`)",
                     " or `planner.teacher` to a model name",
                 )
             } else {

@@ -169,8 +169,9 @@ impl SeedPlansWork {
                 "task": task_id,
             });
         // The built-in world's keys predate other envs: no identity there.
-        if let EnvSpec::Sciworld(s) = &self.env {
-            v["env"] = s.identity();
+        match &self.env {
+            EnvSpec::Builtin(_) => {}
+            EnvSpec::Sciworld(_) | EnvSpec::Agentgym(_) => v["env"] = self.env.identity(),
         }
         short_hash(&v.to_string())
     }
