@@ -131,7 +131,7 @@ def render(out, target, mode_line, command_line):
         f"    {command_line}",
         "",
         "Do not edit by hand: every figure below comes from a bench's JSON lines",
-        "(`target/bench-results/`); rerun the command to regenerate (README, *Benchmarks*).",
+        "(`target/bench-results/`); rerun the command to regenerate (docs/benchmarks.md).",
         "",
         mode_line,
         "",
