@@ -356,7 +356,8 @@ fn clean(specs: &[PathBuf], opts: &LoadOptions, yes: bool, items: bool) -> Resul
         // given still plans (a kept training resumes from its own).
         for (stage, name) in store.training_leftovers()? {
             let key = name.split('.').next().unwrap_or_default();
-            if !keep.contains(&(stage.clone(), key.to_string())) {
+            // A training another process runs now is not a leftover.
+            if !keep.contains(&(stage.clone(), key.to_string())) && !store.node_is_locked(&stage, key) {
                 doomed.push(store.checkpoint_dir(&stage, &name));
             }
         }

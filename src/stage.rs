@@ -222,6 +222,9 @@ impl NodeCtx {
         Fut: Future<Output = Result<serde_json::Value>> + Send + 'static,
     {
         let journal = self.store.journal(self.journal)?;
+        // Another process may have journaled some of these items since this
+        // one read the journal (it ran another node that shares them).
+        journal.refresh()?;
         let total = items.len();
         let mut values: Vec<Option<serde_json::Value>> = vec![None; total];
         let mut todo = Vec::new();

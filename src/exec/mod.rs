@@ -9,16 +9,19 @@
 //! failed; a rerun retries only the failed items.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::plan::Plan;
 use crate::stage::{Input, NodeCtx, ShardIncomplete, Stage};
-use crate::store::{Manifest, Store};
+use crate::store::{LockAttempt, Manifest, NodeLock, Store};
+
+/// How often a node whose lock another process holds looks again.
+const LOCK_POLL: Duration = Duration::from_millis(200);
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -191,7 +194,19 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
             let jobs = jobs.clone();
             let (work, config) = (node.work.clone(), node.config.clone());
             running.spawn(async move {
-                let _permit = jobs.acquire_owned().await.expect("semaphore open");
+                let (_lock, _permit) = match lock_node(&ctx, jobs).await {
+                    Ok(held) => held,
+                    Err(e) => {
+                        ctx.progress.finish_and_clear();
+                        tracing::error!("`{}` failed: {e:#}", ctx.label);
+                        return (id, NodeStatus::Failed(format!("{e:#}")));
+                    }
+                };
+                if !forced && ctx.store.is_done(ctx.stage, &ctx.key) {
+                    ctx.progress.finish_and_clear();
+                    tracing::info!("`{}` is cached (another process committed it meanwhile) [{}]", ctx.label, ctx.key);
+                    return (id, NodeStatus::Cached);
+                }
                 (id, run_node(work.as_ref(), config, ctx).await)
             });
         }
@@ -215,12 +230,52 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
     })
 }
 
+/// Takes a job slot and the node's lock (see `Store::try_lock_node`),
+/// waiting while another process holds the lock. Never waits for anything
+/// while holding the lock, and never holds a job slot while waiting for a
+/// lock, so processes that share a results dir cannot deadlock: a node's
+/// lock is held only by a task that is computing it, and its inputs are
+/// already committed. Once it holds the lock, an interrupted replacement of
+/// the node's artifact is finished first.
+async fn lock_node(ctx: &NodeCtx, jobs: Arc<Semaphore>) -> Result<(NodeLock, OwnedSemaphorePermit)> {
+    let mut waiting_for: Option<String> = None;
+    let start = Instant::now();
+    loop {
+        let permit = jobs.clone().acquire_owned().await.expect("semaphore open");
+        match ctx.store.try_lock_node(ctx.stage, &ctx.key, ctx.shard)? {
+            LockAttempt::Acquired(lock) => {
+                if waiting_for.is_some() {
+                    tracing::info!("`{}`: lock free after {:.1}s", ctx.label, start.elapsed().as_secs_f64());
+                }
+                ctx.store.recover_replaced(ctx.stage, &ctx.key)?;
+                return Ok((lock, permit));
+            }
+            LockAttempt::Held(holder) => {
+                drop(permit);
+                if waiting_for.as_ref() != Some(&holder) {
+                    tracing::info!(
+                        "`{}` waits: {holder} is computing it (lock `{}`)",
+                        ctx.label,
+                        ctx.store.node_lock_path(ctx.stage, &ctx.key).display()
+                    );
+                    waiting_for = Some(holder);
+                }
+                tokio::time::sleep(LOCK_POLL).await;
+            }
+        }
+    }
+}
+
 async fn run_node(work: &dyn Stage, config: serde_json::Value, ctx: NodeCtx) -> NodeStatus {
     let start = Instant::now();
     let label = ctx.label.clone();
     tracing::info!("`{label}` starts [{}]", ctx.key);
     let result = async {
-        let writer = ctx.store.begin(ctx.stage, &ctx.key)?;
+        let writer = if ctx.force {
+            ctx.store.begin_replacing(ctx.stage, &ctx.key)?
+        } else {
+            ctx.store.begin(ctx.stage, &ctx.key)?
+        };
         let out = work.run(&ctx, &writer).await?;
         let manifest = Manifest {
             stage: ctx.stage.to_string(),

@@ -46,9 +46,9 @@ pub fn collate(plan: &Plan, store: &Store) -> Result<BTreeMap<String, usize>> {
         match acc {
             Some(mut df) => {
                 df.rechunk_mut();
-                let tmp = dir.join(format!(".{table}.parquet.tmp"));
-                write_parquet(&tmp, &mut df)?;
-                std::fs::rename(&tmp, &target)?;
+                // A temp file of this process's own (#22: concurrent runs
+                // collate side by side).
+                store.replace_file(&target, |tmp| write_parquet(tmp, &mut df))?;
                 counts.insert(table.to_string(), df.height());
             }
             None => {

@@ -101,7 +101,9 @@ pub fn render(fig: &Figure, path: &Path, format: FigureFormat) -> Result<()> {
     register_font();
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("out");
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("figure");
-    let tmp = path.with_file_name(format!(".{stem}.tmp.{ext}"));
+    // Unique per process and call (#22); the extension stays last: the
+    // bitmap backend picks the image format from it.
+    let tmp = path.with_file_name(format!(".{stem}.{}.tmp.{ext}", crate::store::unique_suffix()));
     {
         match format {
             FigureFormat::Svg => {

@@ -196,8 +196,9 @@ fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
 
 fn save_checkpoint(dir: &Path, lm: &CausalLm, opt: &AdamW, state: &CheckpointState) -> Result<(), String> {
     let name = format!("step-{:08}", state.step);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
+    // Temp names are unique per process and call (#22): nothing else ever
+    // writes into or removes this one.
+    let tmp = dir.join(format!("{name}.{}.tmp", crate::store::unique_suffix()));
     std::fs::create_dir_all(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
     weights::save_weights(lm, &tmp)?;
     opt.save(&tmp.join("optimizer.safetensors"))?;
@@ -211,14 +212,15 @@ fn save_checkpoint(dir: &Path, lm: &CausalLm, opt: &AdamW, state: &CheckpointSta
     let fin = dir.join(&name);
     let _ = std::fs::remove_dir_all(&fin);
     std::fs::rename(&tmp, &fin).map_err(|e| format!("renaming checkpoint: {e}"))?;
-    let latest_tmp = dir.join("latest.tmp");
+    let latest_tmp = dir.join(format!("latest.{}.tmp", crate::store::unique_suffix()));
     std::fs::write(&latest_tmp, &name).map_err(|e| format!("writing latest: {e}"))?;
     std::fs::rename(&latest_tmp, dir.join("latest")).map_err(|e| format!("writing latest: {e}"))?;
-    // Older checkpoints are no longer needed.
+    // Older checkpoints are no longer needed (temp dirs being written are
+    // left alone; the whole dir goes once the artifact is committed).
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
             let n = e.file_name().to_string_lossy().to_string();
-            if n.starts_with("step-") && n != name {
+            if n.starts_with("step-") && !n.ends_with(".tmp") && n != name {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
