@@ -3,7 +3,10 @@
 //! ```text
 //! results/
 //!   artifacts/<stage>/<key>/   a finished stage output: manifest.json + files
-//!   tmp/                        artifacts being written (never read as done)
+//!   tmp/proc-<pid>-<nonce>/     one dir per live process: the artifacts and
+//!                               files it is writing (never read as done),
+//!                               and its `lock`
+//!   locks/<stage>/<key>.lock    a node's lock (see below); never removed
 //!   items/<stage>/*.jsonl       item journals: one line per finished item
 //!   <experiment>/<table>.parquet  collated results, one row per thing
 //!   <experiment>/index.json     each node's last key, config and inputs (why a
@@ -29,6 +32,51 @@
 //! - Items are memoised by their own key (not the stage's), so stages that
 //!   differ only in how many items they want share the items they have in
 //!   common (M = 3 then M = 5 samples only 2 more plans).
+//!
+//! Sharing a results dir (#22). Any number of processes — runs of the same
+//! or different specs, the shards of a `--shard i/N` job array, `status`,
+//! `report` — may use one results dir at once:
+//! - Temp files are private. Each writing process makes its own
+//!   `tmp/proc-<pid>-<nonce>/` and holds an exclusive advisory lock on its
+//!   `lock` file while it lives; artifacts and collated tables are written
+//!   there and renamed into place. Other temp names (training checkpoints,
+//!   figures) carry [`unique_suffix`]. [`Store::clean_tmp`] (every run, at
+//!   start) removes only process dirs whose lock it can take, i.e. whose
+//!   owner is gone.
+//! - A node is computed by one process at a time. Before it runs, the
+//!   executor takes `locks/<stage>/<key>.lock` ([`Store::try_lock_node`]):
+//!   exclusive for a plain run (the holder writes its pid and host into
+//!   the file); shared for a sharded run, plus an exclusive lock on
+//!   `<key>.shard-<i>-of-<n>.lock`. A process that finds the lock held
+//!   logs who holds it and polls; once it gets the lock it looks again and
+//!   reports the node `cached` if the holder committed it, or runs it
+//!   reusing every item the holder journaled (journals are re-read before
+//!   a node runs). So two runs never compute a node's items twice, shards
+//!   of one job array run side by side on disjoint items, two runs of one
+//!   shard take turns, and the assembling plain run waits for the shards
+//!   still running.
+//! - No deadlock: locks are only tried (never awaited while another is
+//!   held), a task holds at most one node's locks, and only while it
+//!   computes that node, whose inputs are already committed; a task never
+//!   holds a job slot while it waits for a lock. A killed holder's locks
+//!   are released by the kernel.
+//! - Limits: two *different* nodes whose items overlap (`mc_rollouts` and
+//!   `eval` share `episodes`) may still compute a shared item in both
+//!   processes if they run at the very same time (the journal keeps one
+//!   value per key). `mpo-run clean` run beside other runs may remove an
+//!   artifact that a run of another spec is about to read.
+//! - `--force STAGE` replaces: the forced node's new artifact is swapped in
+//!   under its lock (old renamed to `.<key>.replaced`, new renamed into
+//!   place, backup removed; [`Store::recover_replaced`] finishes a swap a
+//!   crash interrupted), so the artifact agrees with the journal's forced
+//!   records, and a corrupt artifact is repaired.
+//! - Needs one POSIX filesystem shared by every process, with working
+//!   `flock(2)` and atomic `rename(2)`: a local disk, or a cluster
+//!   filesystem that supports both (Lustre, GPFS, BeeGFS with flock
+//!   enabled). On NFS, Linux emulates `flock` with byte-range locks (NFSv4
+//!   or v3 with lockd): it works if every client mounts without `nolock`
+//!   and `local_lock=none`, but a client that loses its lease loses its
+//!   locks; prefer a local disk or a lock-coherent cluster filesystem.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -737,3 +785,6 @@ impl Journal {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod sharing_tests;
