@@ -32,7 +32,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -67,6 +67,13 @@ pub struct Manifest {
     /// finished item and retrying only these.
     #[serde(default)]
     pub items_failed: usize,
+    /// blake3 (hex) of every file of the artifact but the manifest, by path
+    /// relative to the artifact's directory (`/`-separated). Filled in by
+    /// [`ArtifactWriter::commit`]. Empty in manifests written before hashes
+    /// were recorded (#22): such an artifact is trusted as before (a
+    /// `--force` of its stage rewrites it with hashes).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 /// What the index remembers of a node from the last time a plan of this
@@ -87,6 +94,9 @@ pub type Index = BTreeMap<String, IndexEntry>;
 pub struct Store {
     root: PathBuf,
     journals: Arc<Mutex<HashMap<String, Arc<Journal>>>>,
+    /// Artifact directories whose files this process has checked against
+    /// their manifest's hashes (hashed once per process per artifact).
+    verified: Arc<Mutex<std::collections::HashSet<PathBuf>>>,
     /// Opened only to look (dry run, status, report): creates nothing.
     read_only: bool,
 }
@@ -98,13 +108,13 @@ impl Store {
             fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("cannot create `{}`", root.join(sub).display()))?;
         }
-        Ok(Self { root, journals: Arc::default(), read_only: false })
+        Ok(Self { root, journals: Arc::default(), verified: Arc::default(), read_only: false })
     }
 
     /// A store to look at without creating or writing anything (a missing
     /// results dir reads as empty).
     pub fn open_read_only(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), journals: Arc::default(), read_only: true }
+        Self { root: root.into(), journals: Arc::default(), verified: Arc::default(), read_only: true }
     }
 
     pub fn root(&self) -> &Path {
@@ -187,11 +197,61 @@ impl Store {
         Ok(())
     }
 
-    /// The manifest of a finished artifact, if there is one.
+    /// The manifest of a finished, intact artifact, if there is one.
+    ///
+    /// The artifact's files are checked against the manifest's hashes the
+    /// first time this process asks (later calls are free). A corrupt
+    /// artifact is reported with its path and reads as absent, so its node
+    /// runs again (cheaply: its items are in the journal); a writable store
+    /// first moves it aside to `corrupt/<stage>/<key>-<time>/`, so no run
+    /// ever reads it again and nobody has to delete it by hand.
     pub fn manifest(&self, stage: &str, key: &str) -> Option<Manifest> {
-        let path = self.artifact_dir(stage, key).join("manifest.json");
-        let text = fs::read_to_string(path).ok()?;
-        serde_json::from_str(&text).ok()
+        let dir = self.artifact_dir(stage, key);
+        let text = fs::read_to_string(dir.join("manifest.json")).ok()?;
+        let manifest: Manifest = serde_json::from_str(&text).ok()?;
+        if self.verified.lock().expect("verified set poisoned").contains(&dir) {
+            return Some(manifest);
+        }
+        match verify_files(&dir, &manifest.files) {
+            Ok(()) => {
+                self.verified.lock().expect("verified set poisoned").insert(dir);
+                Some(manifest)
+            }
+            Err(problem) => {
+                if self.read_only {
+                    tracing::warn!("artifact `{}` is corrupt ({problem}); a run recomputes it", dir.display());
+                } else {
+                    match self.quarantine(stage, key) {
+                        Ok(to) => tracing::warn!(
+                            "artifact `{}` is corrupt ({problem}): moved to `{}`; its node runs again",
+                            dir.display(),
+                            to.display()
+                        ),
+                        Err(e) => tracing::warn!(
+                            "artifact `{}` is corrupt ({problem}) and could not be moved aside ({e:#}); its node runs again",
+                            dir.display()
+                        ),
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Moves a corrupt artifact out of `artifacts/` to
+    /// `corrupt/<stage>/<key>-<time>/` (kept for inspection; `mpo-run clean`
+    /// does not look there, delete it at will).
+    fn quarantine(&self, stage: &str, key: &str) -> Result<PathBuf> {
+        let from = self.artifact_dir(stage, key);
+        let to = self
+            .root
+            .join("corrupt")
+            .join(stage)
+            .join(format!("{key}-{}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.9f"), std::process::id()));
+        fs::create_dir_all(to.parent().expect("has a parent"))?;
+        fs::rename(&from, &to).with_context(|| format!("cannot move `{}` to `{}`", from.display(), to.display()))?;
+        self.verified.lock().expect("verified set poisoned").remove(&from);
+        Ok(to)
     }
 
     /// A committed artifact (possibly with transient failures to retry).
@@ -290,7 +350,7 @@ impl ArtifactWriter {
     /// place. If another process committed the same key first, ours is
     /// discarded (same key, same content).
     pub fn commit(self, manifest: &Manifest) -> Result<PathBuf> {
-        self.write_json("manifest.json", manifest)?;
+        self.write_json("manifest.json", &Manifest { files: hash_files(&self.dir)?, ..manifest.clone() })?;
         sync_tree(&self.dir)?;
         if let Some(parent) = self.final_dir.parent() {
             fs::create_dir_all(parent)?;
@@ -316,6 +376,50 @@ impl ArtifactWriter {
         }
         Ok(self.final_dir)
     }
+}
+
+/// blake3 (hex) of every file under `dir` but its `manifest.json`, by
+/// `/`-separated relative path.
+pub fn hash_files(dir: &Path) -> Result<BTreeMap<String, String>> {
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) -> Result<()> {
+        for entry in fs::read_dir(dir).with_context(|| format!("cannot list `{}`", dir.display()))? {
+            let p = entry?.path();
+            if p.is_dir() {
+                walk(base, &p, out)?;
+                continue;
+            }
+            let rel = p.strip_prefix(base).expect("under base");
+            let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            if rel != "manifest.json" {
+                out.insert(rel, hash_file(&p)?);
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+/// blake3 (hex) of one file, read in pieces (model weights can be large).
+pub fn hash_file(path: &Path) -> Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    let file = File::open(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    hasher.update_reader(file).with_context(|| format!("cannot read `{}`", path.display()))?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Checks the files of `dir` against `hashes`; says what is wrong.
+fn verify_files(dir: &Path, hashes: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    for (rel, want) in hashes {
+        let path = dir.join(rel);
+        match hash_file(&path) {
+            Ok(got) if &got == want => {}
+            Ok(_) => return Err(format!("`{rel}` does not match its hash in the manifest")),
+            Err(_) => return Err(format!("`{rel}` is missing or unreadable")),
+        }
+    }
+    Ok(())
 }
 
 fn sync_tree(dir: &Path) -> Result<()> {
@@ -349,6 +453,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 struct JournalLine {
     key: String,
     value: serde_json::Value,
+    /// [`line_checksum`] of `key` and `value`; absent in lines written
+    /// before checksums (#22), which are accepted as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    h: Option<String>,
+}
+
+/// A journal line's checksum: blake3 of the key, a newline and the value's
+/// JSON text, first 16 bytes in hex. The value's text is canonical because
+/// parsing and printing a `serde_json::Value` round-trip exactly (maps keep
+/// one order; floats are parsed exactly: the `float_roundtrip` feature).
+fn line_checksum(key: &str, value_text: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(key.as_bytes());
+    h.update(b"\n");
+    h.update(value_text.as_bytes());
+    h.finalize().to_hex()[..32].to_string()
 }
 
 impl std::fmt::Debug for Journal {
@@ -370,19 +490,49 @@ impl Journal {
             fs::create_dir_all(dir)?;
         }
         let mut done = HashMap::new();
+        // Lines that are not what was written (edited, bit-flipped), warned
+        // about once loaded unless a later line recorded their key again.
+        let mut bad: Vec<(String, usize, Option<String>, &str)> = Vec::new();
         for name in read_dir_sorted(dir)? {
             if !name.ends_with(".jsonl") {
                 continue;
             }
-            let file = File::open(dir.join(&name))?;
-            for line in BufReader::new(file).lines() {
-                let Ok(line) = line else { break };
-                // A torn last line (killed mid-write) does not parse: skip it.
+            let mut bytes = Vec::new();
+            BufReader::new(File::open(dir.join(&name))?).read_to_end(&mut bytes)?;
+            let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+            for (i, line) in lines.iter().enumerate() {
+                if line.is_empty() {
+                    continue;
+                }
                 // Segments are named by creation time, so a later (forced)
                 // record of a key wins.
-                if let Ok(l) = serde_json::from_str::<JournalLine>(&line) {
-                    done.insert(l.key, l.value);
+                match serde_json::from_slice::<JournalLine>(line) {
+                    Ok(l) => {
+                        let text = serde_json::to_string(&l.value)?;
+                        if l.h.as_ref().is_some_and(|h| *h != line_checksum(&l.key, &text)) {
+                            bad.push((name.clone(), i + 1, Some(l.key), "its checksum does not match (edited or corrupt)"));
+                            continue;
+                        }
+                        done.insert(l.key, l.value);
+                    }
+                    // A torn last line (killed mid-write) does not parse:
+                    // skip it quietly. Elsewhere it is damage.
+                    Err(_) if i + 1 == lines.len() => {}
+                    Err(_) => bad.push((name.clone(), i + 1, None, "it is not a journal line (corrupt)")),
                 }
+            }
+        }
+        for (file, line, key, why) in bad {
+            match key {
+                Some(k) if done.contains_key(&k) => {}
+                Some(k) => tracing::warn!(
+                    "journal `{}` line {line}: {why}; item `{k}` is ignored and recomputed",
+                    dir.join(file).display()
+                ),
+                None => tracing::warn!(
+                    "journal `{}` line {line}: {why}; its item (if any) is recomputed",
+                    dir.join(file).display()
+                ),
             }
         }
         Ok(Self { dir: dir.to_path_buf(), done: Mutex::new(done), segment: Mutex::new(None) })
@@ -421,7 +571,8 @@ impl Journal {
     }
 
     fn append(&self, key: &str, value: &serde_json::Value) -> Result<()> {
-        let mut line = serde_json::to_vec(&JournalLine { key: key.to_string(), value: value.clone() })?;
+        let h = line_checksum(key, &serde_json::to_string(value)?);
+        let mut line = serde_json::to_vec(&JournalLine { key: key.to_string(), value: value.clone(), h: Some(h) })?;
         line.push(b'\n');
         let mut seg = self.segment.lock().expect("journal poisoned");
         if seg.is_none() {
