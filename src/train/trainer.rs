@@ -3,6 +3,14 @@
 //! global-norm clipping, AdamW, the warm-up + decay schedule, a log row per
 //! optimizer step, and checkpoints (weights, optimizer moments, step count
 //! and log) that a killed training resumes from bit-for-bit.
+//!
+//! Checkpoints (#22): `step-N/` holds the weights, the optimizer moments,
+//! `state.json` (step, fingerprint, log rows; floats round-trip exactly
+//! through serde_json's `float_roundtrip`) and `blake3.json`, their hashes,
+//! written last. The last two are kept; resuming takes the newest whose
+//! files match their hashes and load (older checkpoints without
+//! `blake3.json` are trusted if they load), so a bit-flipped or truncated
+//! checkpoint costs the steps since the one before it, never the stage.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
