@@ -110,12 +110,24 @@ pub struct Input {
 }
 
 impl NodeCtx {
-    /// The artifact directory of the input in `slot`.
+    /// The artifact directory of the input in `slot`, checked against its
+    /// manifest's hashes (once per process; the executor has normally
+    /// checked it already when it found it cached). A corrupt input is moved
+    /// aside by the store and fails this node; the next run recomputes it.
     pub fn input(&self, slot: Slot) -> Result<&Path> {
-        self.inputs
+        let input = self
+            .inputs
             .get(slot.0)
-            .map(|i| i.dir.as_path())
-            .ok_or_else(|| anyhow!("`{}`: input {} is missing (a wiring bug)", self.label, slot.0))
+            .ok_or_else(|| anyhow!("`{}`: input {} is missing (a wiring bug)", self.label, slot.0))?;
+        if self.store.manifest(input.stage, &input.key).is_none() {
+            return Err(anyhow!(
+                "`{}`: input `{}` at `{}` is missing or corrupt (see the warning above); rerun to recompute it",
+                self.label,
+                input.label,
+                input.dir.display()
+            ));
+        }
+        Ok(input.dir.as_path())
     }
 }
 

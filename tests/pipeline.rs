@@ -230,3 +230,54 @@ fn every_committed_experiment_plans() {
         assert!(out.status.success(), "{name}: {}", stderr(&out));
     }
 }
+
+/// #22: a flipped byte in a committed artifact and an edited (still valid)
+/// journal line are each reported with their path and recomputed — the
+/// artifact is moved aside to `corrupt/`, its node reruns from the journal,
+/// and only the edited item is computed again; nothing is deleted by hand.
+#[test]
+fn a_corrupt_artifact_and_an_edited_journal_line_are_recomputed() {
+    let ctx = TestContext::new();
+    let out = ctx.run(&["small.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reference = sorted_rows(&ctx.path("results/small/episodes.parquet"));
+
+    let expert = ctx.path("results/artifacts/expert");
+    let key = std::fs::read_dir(&expert).unwrap().next().unwrap().unwrap().path();
+    let mut files: Vec<_> = std::fs::read_dir(&key)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && !p.ends_with("manifest.json"))
+        .collect();
+    files.sort();
+    let victim = files[0].clone();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x04;
+    std::fs::write(&victim, bytes).unwrap();
+
+    let journal_dir = ctx.path("results/items/expert");
+    let segment = std::fs::read_dir(&journal_dir).unwrap().next().unwrap().unwrap().path();
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let at = lines[0].find("\"value\"").unwrap();
+    let digit = lines[0][at..].find(|c: char| c.is_ascii_digit()).unwrap() + at;
+    let d = lines[0].as_bytes()[digit];
+    let new = if d == b'9' { '8' } else { (d + 1) as char };
+    lines[0].replace_range(digit..digit + 1, &new.to_string());
+    std::fs::write(&segment, lines.join("\n") + "\n").unwrap();
+
+    let rerun = ctx.run(&["small.toml"]);
+    let e = stderr(&rerun);
+    assert!(rerun.status.success(), "{e}");
+    assert!(e.contains("is corrupt") && e.contains(&victim.file_name().unwrap().to_string_lossy().to_string()), "{e}");
+    assert!(e.contains("checksum does not match") && e.contains("line 1"), "{e}");
+    assert!(e.contains("1 items computed, 39 reused"), "{e}");
+    assert!(key.join("manifest.json").exists(), "recommitted");
+    assert_eq!(std::fs::read_dir(ctx.path("results/corrupt/expert")).unwrap().count(), 1);
+    assert_eq!(sorted_rows(&ctx.path("results/small/episodes.parquet")), reference);
+    // Repaired for good: the next run finds everything cached and intact.
+    let again = ctx.run(&["small.toml"]);
+    let e = stderr(&again);
+    assert!(again.status.success() && !e.contains("corrupt"), "{e}");
+}

@@ -297,6 +297,8 @@ async fn run_node(work: &dyn Stage, config: serde_json::Value, ctx: NodeCtx) -> 
                     .filter_map(|i| ctx.store.manifest(i.stage, &i.key))
                     .map(|m| m.items_failed)
                     .sum::<usize>(),
+            // Hashed by `commit` from the files written.
+            files: Default::default(),
         };
         writer.commit(&manifest)?;
         Ok::<_, anyhow::Error>(out)

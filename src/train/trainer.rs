@@ -3,6 +3,14 @@
 //! global-norm clipping, AdamW, the warm-up + decay schedule, a log row per
 //! optimizer step, and checkpoints (weights, optimizer moments, step count
 //! and log) that a killed training resumes from bit-for-bit.
+//!
+//! Checkpoints (#22): `step-N/` holds the weights, the optimizer moments,
+//! `state.json` (step, fingerprint, log rows; floats round-trip exactly
+//! through serde_json's `float_roundtrip`) and `blake3.json`, their hashes,
+//! written last. The last two are kept; resuming takes the newest whose
+//! files match their hashes and load (older checkpoints without
+//! `blake3.json` are trusted if they load), so a bit-flipped or truncated
+//! checkpoint costs the steps since the one before it, never the stage.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -188,10 +196,46 @@ pub fn total_steps(n: usize, cfg: &TrainConfig) -> u64 {
     (n.div_ceil(cfg.batch_size.max(1)) as u64) * cfg.epochs as u64
 }
 
-fn latest_checkpoint(dir: &Path) -> Option<PathBuf> {
-    let name = std::fs::read_to_string(dir.join("latest")).ok()?;
-    let p = dir.join(name.trim());
-    p.join("state.json").exists().then_some(p)
+/// The files of a checkpoint; `blake3.json` (their hashes, written last)
+/// is not among them.
+const CHECKPOINT_FILES: [&str; 3] = ["model.safetensors", "optimizer.safetensors", "state.json"];
+
+/// Finished checkpoints (`step-N`, no `.tmp`), newest first.
+fn checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Zero-padded step numbers: name order is step order.
+    names.sort();
+    names.into_iter().rev().map(|n| dir.join(n)).collect()
+}
+
+/// Reads a checkpoint's state after checking its files against the hashes
+/// recorded when it was saved (#22: a bit-flipped or truncated checkpoint
+/// is never resumed from). Checkpoints saved before hashes were recorded
+/// (no `blake3.json`) are trusted if their state parses.
+fn read_checkpoint(ck: &Path) -> Result<CheckpointState, String> {
+    match std::fs::read_to_string(ck.join("blake3.json")) {
+        Ok(text) => {
+            let sums: std::collections::BTreeMap<String, String> =
+                serde_json::from_str(&text).map_err(|e| format!("`blake3.json` is corrupt: {e}"))?;
+            for f in CHECKPOINT_FILES {
+                let got = crate::store::hash_file(&ck.join(f)).map_err(|e| format!("{e:#}"))?;
+                if sums.get(f) != Some(&got) {
+                    return Err(format!("`{f}` does not match its hash (truncated or corrupt)"));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read `blake3.json`: {e}")),
+    }
+    let text = std::fs::read_to_string(ck.join("state.json")).map_err(|e| format!("cannot read `state.json`: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("`state.json` is corrupt: {e}"))
 }
 
 fn save_checkpoint(dir: &Path, lm: &CausalLm, opt: &AdamW, state: &CheckpointState) -> Result<(), String> {
@@ -204,7 +248,13 @@ fn save_checkpoint(dir: &Path, lm: &CausalLm, opt: &AdamW, state: &CheckpointSta
     opt.save(&tmp.join("optimizer.safetensors"))?;
     let text = serde_json::to_string(state).map_err(|e| e.to_string())?;
     std::fs::write(tmp.join("state.json"), text).map_err(|e| format!("writing state: {e}"))?;
-    for f in ["model.safetensors", "optimizer.safetensors", "state.json"] {
+    let mut sums = std::collections::BTreeMap::new();
+    for f in CHECKPOINT_FILES {
+        sums.insert(f, crate::store::hash_file(&tmp.join(f)).map_err(|e| format!("{e:#}"))?);
+    }
+    let sums = serde_json::to_string(&sums).map_err(|e| e.to_string())?;
+    std::fs::write(tmp.join("blake3.json"), sums).map_err(|e| format!("writing checkpoint hashes: {e}"))?;
+    for f in CHECKPOINT_FILES.iter().chain(&["blake3.json"]) {
         if let Ok(file) = std::fs::File::open(tmp.join(f)) {
             let _ = file.sync_all();
         }
@@ -215,15 +265,10 @@ fn save_checkpoint(dir: &Path, lm: &CausalLm, opt: &AdamW, state: &CheckpointSta
     let latest_tmp = dir.join(format!("latest.{}.tmp", crate::store::unique_suffix()));
     std::fs::write(&latest_tmp, &name).map_err(|e| format!("writing latest: {e}"))?;
     std::fs::rename(&latest_tmp, dir.join("latest")).map_err(|e| format!("writing latest: {e}"))?;
-    // Older checkpoints are no longer needed (temp dirs being written are
-    // left alone; the whole dir goes once the artifact is committed).
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().to_string();
-            if n.starts_with("step-") && !n.ends_with(".tmp") && n != name {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
+    // The last two are kept: if the newest turns out damaged when resuming,
+    // the one before it is used (#22). Older ones are no longer needed.
+    for old in checkpoints(dir).into_iter().skip(2) {
+        let _ = std::fs::remove_dir_all(old);
     }
     Ok(())
 }
@@ -255,17 +300,33 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
     let mut start_step = 0u64;
     if let Some(dir) = &ctl.checkpoint_dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        if let Some(ck) = latest_checkpoint(dir) {
-            let text = std::fs::read_to_string(ck.join("state.json")).map_err(|e| e.to_string())?;
-            let state: CheckpointState = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", ck.display()))?;
-            if state.fingerprint == fingerprint {
-                weights::load_weights(&mut lm, &[ck.join("model.safetensors")])?;
-                opt = AdamW::load(&ck.join("optimizer.safetensors"), cfg.adamw(), &base_device)?;
-                start_step = state.step;
-                log = state.log;
-                tracing::info!("{}: resuming from optimizer step {start_step} of {total}", ctl.stage);
-            } else {
+        // The newest intact checkpoint of this training; a damaged one is
+        // reported and skipped (the one before it is kept for this).
+        for ck in checkpoints(dir) {
+            let state = match read_checkpoint(&ck) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!("{}: checkpoint `{}` is damaged ({e}); trying the one before it", ctl.stage, ck.display());
+                    continue;
+                }
+            };
+            if state.fingerprint != fingerprint {
                 tracing::warn!("{}: ignoring checkpoint {} of another training", ctl.stage, ck.display());
+                break;
+            }
+            let loaded = weights::load_weights(&mut lm, &[ck.join("model.safetensors")])
+                .and_then(|()| AdamW::load(&ck.join("optimizer.safetensors"), cfg.adamw(), &base_device));
+            match loaded {
+                Ok(o) => {
+                    opt = o;
+                    start_step = state.step;
+                    log = state.log;
+                    tracing::info!("{}: resuming from optimizer step {start_step} of {total}", ctl.stage);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!("{}: checkpoint `{}` cannot be loaded ({e}); trying the one before it", ctl.stage, ck.display());
+                }
             }
         }
     }
