@@ -1,6 +1,7 @@
 //! Unit tests of the sharing protocol (#22): node locks, temp dirs, and
 //! replacing commits.
 
+use super::sharing::PROCESS_LOCK;
 use super::*;
 
 fn manifest(key: &str, rows: usize) -> Manifest {
