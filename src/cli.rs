@@ -185,11 +185,11 @@ fn split_hint(text: &str) -> (String, Option<String>) {
 }
 
 fn load_options(common: &Common) -> LoadOptions {
-    let mut sets = common.sets.clone();
-    if let Some(r) = &common.results {
-        sets.push(format!("experiment.results_dir={:?}", r.display().to_string()));
+    LoadOptions {
+        sets: common.sets.clone(),
+        env: None,
+        results_dir: common.results.as_ref().map(|r| r.display().to_string()),
     }
-    LoadOptions { sets, env: None }
 }
 
 /// Loads a spec and builds its plan, with a store to look at.
