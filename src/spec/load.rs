@@ -290,7 +290,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedSpec, SpecError> {
 
 /// Deserialises and validates a merged figment.
 pub fn extract(path: &Path, figment: Figment) -> Result<LoadedSpec, SpecError> {
-    let spec: Spec = figment.extract().map_err(|e| render_figment_error(path, e))?;
+    let spec: Spec = figment.extract().map_err(|e| render_figment_error(path, &figment, e))?;
     super::validate::validate(&spec, &|key| source_of(&figment, path, key))?;
     Ok(LoadedSpec { path: path.to_path_buf(), spec, figment })
 }
@@ -332,13 +332,47 @@ fn relative(p: &Path) -> PathBuf {
     p.to_path_buf()
 }
 
-fn render_figment_error(path: &Path, err: figment::Error) -> SpecError {
+/// The key under `key` that holds the value an error found, when serde lost
+/// the path: errors inside an internally tagged enum (`[envs.NAME]`, whose
+/// `kind` picks the variant) point at the enum's table, not at the key. The
+/// deepest value equal to the one found wins (a wrong type is rarely equal to
+/// a neighbour's value).
+fn deeper_key(figment: &Figment, key: &str, actual: &figment::error::Actual) -> Option<String> {
+    fn walk(prefix: &str, dict: &Dict, actual: &figment::error::Actual, depth: usize, best: &mut Option<(usize, String)>) {
+        for (k, v) in dict {
+            let path = format!("{prefix}.{k}");
+            // As printed: `NaN` is not equal to itself, but reads the same.
+            if v.to_actual().to_string() == actual.to_string() && best.as_ref().is_none_or(|(d, _)| depth > *d) {
+                *best = Some((depth, path.clone()));
+            }
+            if let (Value::Dict(_, inner), true) = (v, depth < 8) {
+                walk(&path, inner, actual, depth + 1, best);
+            }
+        }
+    }
+    if key.is_empty() {
+        return None;
+    }
+    let Ok(Value::Dict(_, dict)) = figment.find_value(key) else { return None };
+    let mut best = None;
+    walk(key, &dict, actual, 0, &mut best);
+    best.map(|(_, p)| p)
+}
+
+fn render_figment_error(path: &Path, figment: &Figment, err: figment::Error) -> SpecError {
     use figment::error::Kind;
     let mut messages = Vec::new();
     let mut hint = None;
     let file = format!("`{}`", relative(path).display());
     for e in err {
-        let key = clip(&e.path.join("."));
+        let raw = e.path.join(".");
+        let raw = match &e.kind {
+            Kind::InvalidType(actual, _) | Kind::InvalidValue(actual, _) => {
+                deeper_key(figment, &raw, actual).unwrap_or(raw)
+            }
+            _ => raw,
+        };
+        let key = clip(&raw);
         // The layer that holds the offending value. A *missing* key is
         // blamed on the spec file, where it belongs: the layer that happens
         // to hold its table (say `--results`, which sets one key of
