@@ -61,8 +61,6 @@ pub const MAX_DECIMALS: u64 = 12;
 pub const MAX_VARIANTS: u64 = 10_000;
 /// A name that becomes a file name.
 pub const MAX_NAME_CHARS: usize = 128;
-/// A variant's name (its overrides), a folder name of `mpo-run export`.
-pub const MAX_VARIANT_NAME_CHARS: usize = 255;
 
 /// Why `name` cannot be a file name, if it cannot.
 pub fn name_problem(name: &str) -> Option<String> {

@@ -187,8 +187,18 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn extends_chain(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
     let mut chain = vec![path.to_path_buf()];
     let mut cur = path.to_path_buf();
+    // The `extends` line that named `cur`, for errors in a base file.
+    let mut named_by: Option<(String, PathBuf)> = None;
     loop {
-        let table = read_toml(&cur)?;
+        let table = read_toml(&cur).map_err(|mut e| {
+            if let Some((ext, from)) = &named_by {
+                let first = format!("`extends = \"{}\"` in `{}`: ", clip(ext), from.display());
+                if let Some(m) = e.messages.first_mut() {
+                    m.insert_str(0, &first);
+                }
+            }
+            e
+        })?;
         let Some(ext) = table.get("extends") else { break };
         let Some(ext) = ext.as_str() else {
             return Err(SpecError::new(format!(
@@ -216,6 +226,7 @@ fn extends_chain(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
             )));
         }
         chain.push(base.clone());
+        named_by = Some((ext.to_string(), cur.clone()));
         cur = base;
     }
     chain.reverse();

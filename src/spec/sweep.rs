@@ -112,15 +112,6 @@ pub fn expand(path: &Path, opts: &LoadOptions) -> Result<Vec<Variant>, SpecError
         if variants.iter().any(|v| v.name == name) {
             continue;
         }
-        if let Err(why) = check_variant_name(&name) {
-            let key = effective.first().map(|(k, _)| k.as_str()).unwrap_or("");
-            return Err(SpecError::new(format!(
-                "`sweep.vary.\"{}\"` in `{file}` makes variant `{}`: {why}",
-                clip(key),
-                clip(&name)
-            ))
-            .with_hint("a variant's name is its overrides and names a folder (`mpo-run export`); sweep values without `/`, `\\` or control characters"));
-        }
         let loaded = if effective.is_empty() {
             base.clone()
         } else {
@@ -158,19 +149,4 @@ fn equals_base(base: &serde_json::Value, key: &str, v: &toml::Value) -> bool {
         (Some(a), Some(b)) => a == b,
         _ => *cur == v,
     }
-}
-
-/// A variant's name is a folder name (`mpo-run export` writes one folder per
-/// variant): no path separators, no control characters, no leading `.`.
-fn check_variant_name(name: &str) -> Result<(), String> {
-    if name.chars().count() > super::limits::MAX_VARIANT_NAME_CHARS {
-        return Err(format!("a variant name may have at most {} characters", super::limits::MAX_VARIANT_NAME_CHARS));
-    }
-    if name.starts_with('.') {
-        return Err("a variant name may not start with `.`".into());
-    }
-    if name.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
-        return Err("a variant name may not contain `/`, `\\` or control characters".into());
-    }
-    Ok(())
 }
