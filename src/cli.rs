@@ -118,6 +118,12 @@ pub enum Command {
         /// Step limit of an episode.
         #[arg(long, default_value_t = 30)]
         max_steps: u32,
+        /// Live sessions at most; `/create` beyond them answers HTTP 429.
+        #[arg(long, default_value_t = 4096)]
+        max_sessions: usize,
+        /// Drop a session that no request has named for this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        idle_timeout_s: u64,
     },
     /// Remove artifacts that no given spec references (and interrupted
     /// writes). Item journals are kept unless `--items`.
@@ -185,11 +191,11 @@ fn split_hint(text: &str) -> (String, Option<String>) {
 }
 
 fn load_options(common: &Common) -> LoadOptions {
-    let mut sets = common.sets.clone();
-    if let Some(r) = &common.results {
-        sets.push(format!("experiment.results_dir={:?}", r.display().to_string()));
+    LoadOptions {
+        sets: common.sets.clone(),
+        env: None,
+        results_dir: common.results.as_ref().map(|r| r.display().to_string()),
     }
-    LoadOptions { sets, env: None }
 }
 
 /// Loads a spec and builds its plan, with a store to look at.
@@ -231,12 +237,20 @@ fn run_cli(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Some(Command::ServeEnv { env: _, port, host, max_steps }) => {
+        Some(Command::ServeEnv { env: _, port, host, max_steps, max_sessions, idle_timeout_s }) => {
             init_logging(cli.common.verbose, None);
+            if max_sessions == 0 || idle_timeout_s == 0 {
+                bail!(UserError("`--max-sessions` and `--idle-timeout-s` must be at least 1".into()));
+            }
             let addr = std::net::SocketAddr::new(host, port);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             eprintln!("serving the built-in world on http://{addr} (Ctrl-C stops)");
-            runtime.block_on(crate::env::agentgym::serve_builtin(addr, max_steps, async {
+            let settings = crate::env::agentgym::ServeSettings {
+                max_steps,
+                max_sessions,
+                idle_timeout: std::time::Duration::from_secs(idle_timeout_s),
+            };
+            runtime.block_on(crate::env::agentgym::serve_builtin_with(addr, settings, async {
                 let _ = tokio::signal::ctrl_c().await;
             }))?;
             Ok(0)

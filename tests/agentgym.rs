@@ -188,6 +188,70 @@ async fn serve_builtin_stops_on_shutdown_and_reports_a_taken_port() {
     assert_eq!(err.to_string(), format!("cannot listen on `{addr}`"));
 }
 
+async fn builtin_server_with(settings: ServeSettings) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve_builtin_on_with(listener, settings, async move {
+        let _ = rx.await;
+    }));
+    (format!("http://{addr}"), tx)
+}
+
+/// #22: every 4xx answer has a JSON body that says what was wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_error_has_a_json_body() {
+    let (url, _stop) = builtin_server(30).await;
+    let http = reqwest::Client::new();
+    let answers = [
+        http.get(format!("{url}/no_such_route")).send().await.unwrap(),
+        http.get(format!("{url}/create")).send().await.unwrap(),
+        http.post(format!("{url}/step")).body("{not json").header("content-type", "application/json").send().await.unwrap(),
+        http.post(format!("{url}/reset")).body("{}").send().await.unwrap(),
+        http.post(format!("{url}/close")).json(&json!({})).send().await.unwrap(),
+        http.get(format!("{url}/detail")).send().await.unwrap(),
+    ];
+    for r in answers {
+        let status = r.status();
+        assert!(status.is_client_error(), "{status}");
+        let body: Value = r.json().await.unwrap_or_else(|e| panic!("{status}: not JSON: {e}"));
+        let detail = body["detail"].as_str().unwrap_or_default();
+        assert!(!detail.is_empty(), "{status}: {body}");
+    }
+}
+
+/// #22: sessions are bounded in number and expire when idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_limited_and_expire_when_idle() {
+    let settings = ServeSettings { max_steps: 30, max_sessions: 2, idle_timeout: Duration::from_millis(400) };
+    let (url, _stop) = builtin_server_with(settings).await;
+    let http = reqwest::Client::new();
+    let create = || async {
+        let r = http.post(format!("{url}/create")).send().await.unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    assert_eq!(create().await.0, StatusCode::OK);
+    assert_eq!(create().await.0, StatusCode::OK);
+    let (status, body) = create().await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body["detail"].as_str().unwrap().contains("--max-sessions"), "{body}");
+    // Abandoned sessions expire: room again, and the old ids are gone.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, body) = create().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let detail: Value = http.get(format!("{url}/detail?id=0")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(detail, json!({"error": "The id 0 is not valid."}));
+    // A session in use is kept alive by its requests.
+    let id = body["id"].as_u64().unwrap();
+    let reset = json!({"id": id, "game": "seen/0000"});
+    assert_eq!(http.post(format!("{url}/reset")).json(&reset).send().await.unwrap().status(), StatusCode::OK);
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let d: Value = http.get(format!("{url}/detail?id={id}")).send().await.unwrap().json().await.unwrap();
+        assert!(d.get("error").is_none(), "{d}");
+    }
+}
+
 // ---- fake servers ---------------------------------------------------------
 
 type Handler = dyn Fn(&str, &Value) -> (u16, Value) + Send + Sync;

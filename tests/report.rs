@@ -339,7 +339,7 @@ filter = { planner = ["mpo"], insertion = ["instruction"], agent = ["small-8b"] 
     );
     let path = dir.path().join("fixture.toml");
     std::fs::write(&path, spec).unwrap();
-    let opts = mpo_run::spec::LoadOptions { sets: vec![], env: Some(vec![]) };
+    let opts = mpo_run::spec::LoadOptions { sets: vec![], env: Some(vec![]), ..Default::default() };
     let (plan, store) = mpo_run::cli::plan_for(&path, &opts).unwrap();
     assert_eq!(plan.report.base_values.get("mpo.m"), Some(&5.0));
     assert_eq!(plan.report.base_values.get("mpo.n"), Some(&5.0));

@@ -108,6 +108,7 @@ fn precedence_defaults_file_env_set() {
             &LoadOptions {
                 sets: sets.into_iter().map(String::from).collect(),
                 env: Some(env.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+                ..Default::default()
             },
         )
         .unwrap()
@@ -149,4 +150,72 @@ fn precedence_through_the_binary() {
     );
     assert_ne!(e, p, "the MPO_ variable changes the seed_plans key");
     assert_eq!(b, p, "--set wins over the MPO_ variable");
+}
+
+// #22: inputs that once panicked, hung or escaped get exit 2 and a short
+// message naming the key and the file.
+
+#[test]
+fn error_zip_sweep_with_nothing_to_vary() {
+    insta::assert_snapshot!(bad("zip_empty"));
+}
+
+#[test]
+fn error_huge_m_from_a_set_flag() {
+    let ctx = TestContext::new();
+    let out = ctx.run(&["--dry-run", "small.toml", "--set", "mpo.m=4294967295"]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(ctx.snapshot_text(&out));
+}
+
+#[test]
+fn error_huge_m_in_the_file() {
+    let ctx = TestContext::new();
+    ctx.write("huge_m.toml", "extends = \"small.toml\"\n[mpo]\nm = 4294967295\n");
+    let out = ctx.run(&["--dry-run", "huge_m.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(ctx.snapshot_text(&out));
+}
+
+#[test]
+fn error_table_name_that_is_a_path() {
+    insta::assert_snapshot!(bad("path_name"));
+}
+
+#[test]
+fn error_secret_in_extra_body() {
+    let text = bad("secret");
+    assert!(!text.contains("sk-not-a-real-key"), "the secret is never echoed:\n{text}");
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn error_init_model_past_the_limits() {
+    insta::assert_snapshot!(bad("huge_init"));
+}
+
+/// `--results` is not a `--set` flag: a key missing from the file is
+/// blamed on the file (45 fuzzed errors once said "in --set flags").
+#[test]
+fn error_missing_key_blames_the_file_not_the_results_flag() {
+    let ctx = TestContext::new();
+    ctx.write("no_name.toml", "[experiment]\nseed = 1\n");
+    let out = ctx.run(&["--dry-run", "no_name.toml", "--results", "elsewhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = ctx.snapshot_text(&out);
+    assert!(!text.contains("--set"), "{text}");
+    insta::assert_snapshot!(text);
+}
+
+/// A 100 kB value is quoted clipped, not whole.
+#[test]
+fn error_long_values_are_clipped() {
+    let ctx = TestContext::new();
+    let long = "x".repeat(100_000);
+    ctx.write("long.toml", &format!("[experiment]\nname = \"{long}\"\n[envs.{long}]\nkind = \"builtin\"\n"));
+    let out = ctx.run(&["--dry-run", "long.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let text = ctx.snapshot_text(&out);
+    assert!(text.len() < 2_000, "{} bytes", text.len());
+    assert!(text.contains("… (100002 characters)"), "{text}");
 }

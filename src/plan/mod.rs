@@ -106,7 +106,9 @@ pub fn short_hash(text: &str) -> String {
 impl Plan {
     /// Builds the DAG of all variants, sharing identical nodes.
     pub fn build(variants: &[Variant], drafts: &Drafter) -> Result<Plan> {
-        let first = &variants[0].loaded.spec;
+        let Some(first) = variants.first().map(|v| &v.loaded.spec) else {
+            anyhow::bail!("the spec has no variants to plan");
+        };
         let mut plan = Plan {
             experiment: first.experiment.name.clone(),
             results_dir: first.experiment.results_dir.clone(),

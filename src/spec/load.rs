@@ -17,6 +17,9 @@ pub struct LoadOptions {
     /// Read `MPO_SECTION__KEY` variables from this list instead of the
     /// process environment (tests); `None` reads the process environment.
     pub env: Option<Vec<(String, String)>>,
+    /// `--results DIR`: overrides `experiment.results_dir`, and errors name
+    /// the flag (not `--set`, which the user did not write).
+    pub results_dir: Option<String>,
 }
 
 /// A parsed, validated spec and the figment it came from (for provenance).
@@ -44,13 +47,21 @@ impl SpecError {
     }
 }
 
+/// Most messages shown of one error; the rest are counted.
+const MAX_MESSAGES: usize = 8;
+
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, m) in self.messages.iter().enumerate() {
+        for (i, m) in self.messages.iter().take(MAX_MESSAGES).enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{m}")?;
+            // A safety net: every value is already clipped where it is
+            // quoted, but a message must stay readable whatever it holds.
+            write!(f, "{}", clip_to(m, 4 * CLIP_CHARS))?;
+        }
+        if self.messages.len() > MAX_MESSAGES {
+            write!(f, "\n… and {} more errors", self.messages.len() - MAX_MESSAGES)?;
         }
         if let Some(h) = &self.hint {
             write!(f, "\nhint: {h}")?;
@@ -60,6 +71,22 @@ impl fmt::Display for SpecError {
 }
 
 impl std::error::Error for SpecError {}
+
+/// Most characters of a user's value quoted in an error message.
+pub const CLIP_CHARS: usize = 200;
+
+/// `text` as quoted in an error: at most [`CLIP_CHARS`] characters, then `…`
+/// and the full length (#22: errors once echoed 100 kB values whole).
+pub fn clip(text: &str) -> String {
+    clip_to(text, CLIP_CHARS)
+}
+
+fn clip_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}… ({} characters)", &text[..cut], text.chars().count()),
+    }
+}
 
 /// A figment provider with a human name, for `--set` flags and sweep
 /// overrides, so errors say where a value came from.
@@ -143,7 +170,7 @@ fn read_toml(path: &Path) -> Result<toml::Table, SpecError> {
         SpecError::new(format!(
             "invalid TOML in `{}` at line {line}, column {col}:\n{}",
             path.display(),
-            e.to_string().trim_end()
+            e.to_string().trim_end().lines().map(clip).collect::<Vec<_>>().join("\n")
         ))
     })
 }
@@ -160,8 +187,18 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 fn extends_chain(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
     let mut chain = vec![path.to_path_buf()];
     let mut cur = path.to_path_buf();
+    // The `extends` line that named `cur`, for errors in a base file.
+    let mut named_by: Option<(String, PathBuf)> = None;
     loop {
-        let table = read_toml(&cur)?;
+        let table = read_toml(&cur).map_err(|mut e| {
+            if let Some((ext, from)) = &named_by {
+                let first = format!("`extends = \"{}\"` in `{}`: ", clip(ext), from.display());
+                if let Some(m) = e.messages.first_mut() {
+                    m.insert_str(0, &first);
+                }
+            }
+            e
+        })?;
         let Some(ext) = table.get("extends") else { break };
         let Some(ext) = ext.as_str() else {
             return Err(SpecError::new(format!(
@@ -171,11 +208,13 @@ fn extends_chain(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
             )));
         };
         let base = cur.parent().unwrap_or(Path::new(".")).join(ext);
-        if !base.exists() {
+        if !base.is_file() {
             return Err(SpecError::new(format!(
-                "`extends = \"{ext}\"` in `{}`: file `{}` does not exist",
+                "`extends = \"{}\"` in `{}`: file `{}` {}",
+                clip(ext),
                 cur.display(),
-                base.display()
+                clip(&base.display().to_string()),
+                if base.exists() { "is not a file" } else { "does not exist" }
             ))
             .with_hint("`extends` is resolved relative to the file that names it"));
         }
@@ -187,6 +226,7 @@ fn extends_chain(path: &Path) -> Result<Vec<PathBuf>, SpecError> {
             )));
         }
         chain.push(base.clone());
+        named_by = Some((ext.to_string(), cur.clone()));
         cur = base;
     }
     chain.reverse();
@@ -222,13 +262,19 @@ pub fn figment_for(path: &Path, opts: &LoadOptions) -> Result<Figment, SpecError
     for set in &opts.sets {
         let Some((key, value)) = set.split_once('=') else {
             return Err(SpecError::new(format!(
-                "`--set {set}`: expected `key.path=value`, e.g. `--set mpo.m=3`"
+                "`--set {}`: expected `key.path=value`, e.g. `--set mpo.m=3`",
+                clip(set)
             )));
         };
         insert_path(&mut dict, key.trim(), parse_set_value(value.trim()));
     }
     if !dict.is_empty() {
         fig = fig.merge(NamedDict { name: "--set flags".into(), dict });
+    }
+    if let Some(dir) = &opts.results_dir {
+        let mut dict = Dict::new();
+        insert_path(&mut dict, "experiment.results_dir", Value::from(dir.clone()));
+        fig = fig.merge(NamedDict { name: "the `--results` flag".into(), dict });
     }
     Ok(fig)
 }
@@ -255,7 +301,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<LoadedSpec, SpecError> {
 
 /// Deserialises and validates a merged figment.
 pub fn extract(path: &Path, figment: Figment) -> Result<LoadedSpec, SpecError> {
-    let spec: Spec = figment.extract().map_err(|e| render_figment_error(path, e))?;
+    let spec: Spec = figment.extract().map_err(|e| render_figment_error(path, &figment, e))?;
     super::validate::validate(&spec, &|key| source_of(&figment, path, key))?;
     Ok(LoadedSpec { path: path.to_path_buf(), spec, figment })
 }
@@ -263,11 +309,22 @@ pub fn extract(path: &Path, figment: Figment) -> Result<LoadedSpec, SpecError> {
 /// Says where the value at `key` came from: a file path, `--set flags`, …
 pub fn source_of(figment: &Figment, spec_path: &Path, key: &str) -> String {
     // `eval.agents[0]` → `eval.agents`: figment knows keys, not list items.
+    let in_list = key.contains('[');
     let key: String = key.split('.').map(|p| p.split('[').next().unwrap_or(p)).collect::<Vec<_>>().join(".");
-    match figment.find_metadata(&key) {
-        Some(md) => describe_metadata(md),
-        None => format!("`{}` (default)", spec_path.display()),
+    if let Some(md) = figment.find_metadata(&key) {
+        return describe_metadata(md);
     }
+    // A key inside a list item (`report.table[0].name`): the list's layer.
+    if in_list {
+        let mut parent = key.as_str();
+        while let Some((p, _)) = parent.rsplit_once('.') {
+            if let Some(md) = figment.find_metadata(p) {
+                return describe_metadata(md);
+            }
+            parent = p;
+        }
+    }
+    format!("`{}` (default)", spec_path.display())
 }
 
 fn describe_metadata(md: &Metadata) -> String {
@@ -286,26 +343,65 @@ fn relative(p: &Path) -> PathBuf {
     p.to_path_buf()
 }
 
-fn render_figment_error(path: &Path, err: figment::Error) -> SpecError {
+/// The key under `key` that holds the value an error found, when serde lost
+/// the path: errors inside an internally tagged enum (`[envs.NAME]`, whose
+/// `kind` picks the variant) point at the enum's table, not at the key. The
+/// deepest value equal to the one found wins (a wrong type is rarely equal to
+/// a neighbour's value).
+fn deeper_key(figment: &Figment, key: &str, actual: &figment::error::Actual) -> Option<String> {
+    fn walk(prefix: &str, dict: &Dict, actual: &figment::error::Actual, depth: usize, best: &mut Option<(usize, String)>) {
+        for (k, v) in dict {
+            let path = format!("{prefix}.{k}");
+            // As printed: `NaN` is not equal to itself, but reads the same.
+            if v.to_actual().to_string() == actual.to_string() && best.as_ref().is_none_or(|(d, _)| depth > *d) {
+                *best = Some((depth, path.clone()));
+            }
+            if let (Value::Dict(_, inner), true) = (v, depth < 8) {
+                walk(&path, inner, actual, depth + 1, best);
+            }
+        }
+    }
+    if key.is_empty() {
+        return None;
+    }
+    let Ok(Value::Dict(_, dict)) = figment.find_value(key) else { return None };
+    let mut best = None;
+    walk(key, &dict, actual, 0, &mut best);
+    best.map(|(_, p)| p)
+}
+
+fn render_figment_error(path: &Path, figment: &Figment, err: figment::Error) -> SpecError {
     use figment::error::Kind;
     let mut messages = Vec::new();
     let mut hint = None;
+    let file = format!("`{}`", relative(path).display());
     for e in err {
-        let key = e.path.join(".");
-        let whence = e
-            .metadata
-            .as_ref()
-            .map(describe_metadata)
-            .unwrap_or_else(|| format!("`{}`", path.display()));
+        let raw = e.path.join(".");
+        let raw = match &e.kind {
+            Kind::InvalidType(actual, _) | Kind::InvalidValue(actual, _) => {
+                deeper_key(figment, &raw, actual).unwrap_or(raw)
+            }
+            _ => raw,
+        };
+        let key = clip(&raw);
+        // The layer that holds the offending value. A *missing* key is
+        // blamed on the spec file, where it belongs: the layer that happens
+        // to hold its table (say `--results`, which sets one key of
+        // `[experiment]`) is not where the user left it out (#22).
+        let whence = match (&e.kind, &e.metadata) {
+            (Kind::MissingField(_), _) | (_, None) => file.clone(),
+            (_, Some(md)) => describe_metadata(md),
+        };
         let msg = match &e.kind {
             Kind::UnknownField(field, expected) => {
-                let full = if key.is_empty() || key == *field || key.ends_with(&format!(".{field}")) {
+                let field = clip(field);
+                let full = if key.is_empty() || key == field || key.ends_with(&format!(".{field}")) {
                     key.clone()
                 } else {
                     format!("{key}.{field}")
                 };
                 let full = if full.is_empty() { field.clone() } else { full };
-                if let Some(best) = did_you_mean(field, expected) {
+                if let Some(best) = did_you_mean(&field, expected) {
                     hint = Some(format!("did you mean `{best}`?"));
                 }
                 format!(
@@ -321,15 +417,24 @@ fn render_figment_error(path: &Path, err: figment::Error) -> SpecError {
                 if let Some(best) = did_you_mean(v, expected) {
                     hint = Some(format!("did you mean `{best}`?"));
                 }
-                format!("`{key}` = \"{v}\" in {whence}: must be one of {}", list(expected))
+                format!("`{key}` = \"{}\" in {whence}: must be one of {}", clip(v), list(expected))
             }
             Kind::InvalidType(actual, expected) => {
-                format!("`{key}` in {whence} has the wrong type: found {actual}, expected {expected}")
+                format!(
+                    "`{key}` in {whence} has the wrong type: found {}, expected {}",
+                    clip(&actual.to_string()),
+                    clip(expected)
+                )
             }
             Kind::InvalidValue(actual, expected) => {
-                format!("`{key}` in {whence} has an invalid value: found {actual}, expected {expected}")
+                format!(
+                    "`{key}` in {whence} has an invalid value: found {}, expected {}",
+                    clip(&actual.to_string()),
+                    clip(expected)
+                )
             }
             other => {
+                let other = clip(&other.to_string());
                 if key.is_empty() {
                     format!("{other} in {whence}")
                 } else {

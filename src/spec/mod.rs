@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod limits;
 pub mod load;
 pub mod report;
 pub mod sweep;

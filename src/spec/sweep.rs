@@ -11,7 +11,7 @@ use std::path::Path;
 
 use figment::value::Dict;
 
-use super::load::{extract, figment_for, insert_path, toml_to_figment, NamedDict};
+use super::load::{clip, extract, figment_for, insert_path, toml_to_figment, NamedDict};
 use super::{LoadOptions, LoadedSpec, SpecError, SweepMode};
 
 /// One variant of an experiment.
@@ -33,6 +33,26 @@ pub fn expand(path: &Path, opts: &LoadOptions) -> Result<Vec<Variant>, SpecError
     };
     let base_json = serde_json::to_value(&base.spec).expect("spec serialises");
 
+    let file = path.display();
+    if sweep.vary.is_empty() {
+        return Err(SpecError::new(format!(
+            "`sweep.vary` = {{}} in `{file}`: a sweep needs at least one key to vary"
+        ))
+        .with_hint("add a key and its values, e.g. `vary = { \"mpo.m\" = [1, 3, 5] }`, or remove `[sweep]`"));
+    }
+    let count: u128 = match sweep.mode {
+        SweepMode::Grid => sweep.vary.values().map(|v| v.len() as u128).try_fold(1u128, |a, b| a.checked_mul(b)).unwrap_or(u128::MAX),
+        SweepMode::OneAtATime => 1 + sweep.vary.values().map(|v| v.len() as u128).sum::<u128>(),
+        SweepMode::Zip => sweep.vary.values().map(|v| v.len() as u128).max().unwrap_or(0),
+    };
+    if count > super::limits::MAX_VARIANTS as u128 {
+        return Err(SpecError::new(format!(
+            "`sweep.vary` in `{file}` makes {count} variants; at most {} are allowed",
+            super::limits::MAX_VARIANTS
+        ))
+        .with_hint("split the sweep into several specs, or vary fewer values"));
+    }
+
     let combos: Vec<Vec<(String, toml::Value)>> = match sweep.mode {
         SweepMode::OneAtATime => {
             let mut out = vec![vec![]];
@@ -48,10 +68,10 @@ pub fn expand(path: &Path, opts: &LoadOptions) -> Result<Vec<Variant>, SpecError
         SweepMode::Zip => {
             let lens: Vec<usize> = sweep.vary.values().map(Vec::len).collect();
             if lens.windows(2).any(|w| w[0] != w[1]) {
-                let shown: Vec<String> = sweep.vary.iter().map(|(k, v)| format!("`{k}` has {}", v.len())).collect();
+                let shown: Vec<String> =
+                    sweep.vary.iter().take(8).map(|(k, v)| format!("`{}` has {}", clip(k), v.len())).collect();
                 return Err(SpecError::new(format!(
-                    "`sweep.vary` in {}: mode `zip` needs lists of one length; {}",
-                    path.display(),
+                    "`sweep.vary` in `{file}`: mode `zip` needs lists of one length; {}",
                     shown.join(", ")
                 )));
             }
@@ -101,7 +121,7 @@ pub fn expand(path: &Path, opts: &LoadOptions) -> Result<Vec<Variant>, SpecError
             }
             let fig = figment
                 .clone()
-                .merge(NamedDict { name: format!("sweep variant `{name}`"), dict });
+                .merge(NamedDict { name: format!("`sweep.vary` of `{file}` (variant `{}`)", clip(&name)), dict });
             extract(path, fig)?
         };
         variants.push(Variant { name, overrides: effective, loaded });

@@ -3,13 +3,15 @@
 //! Every message has the shape `` `key` = value in SOURCE: what is allowed ``
 //! so that a user can find and fix it without reading code.
 
-use super::load::{did_you_mean, SpecError};
+use super::load::{clip, did_you_mean, SpecError};
 use super::{EnvSpec, ModelSpec, Spec};
 
 /// Checks `spec`. `source` names where a key's value came from.
 pub fn validate(spec: &Spec, source: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
     let mut e = Errors { messages: vec![], hint: None, source };
     check(spec, &mut e);
+    super::limits::check(spec, &mut e);
+    check_secrets(spec, &mut e);
     if e.messages.is_empty() {
         Ok(())
     } else {
@@ -17,19 +19,30 @@ pub fn validate(spec: &Spec, source: &dyn Fn(&str) -> String) -> Result<(), Spec
     }
 }
 
-struct Errors<'a> {
+pub(super) struct Errors<'a> {
     messages: Vec<String>,
     hint: Option<String>,
     source: &'a dyn Fn(&str) -> String,
 }
 
 impl Errors<'_> {
-    fn bad(&mut self, key: &str, value: String, rule: &str) {
-        let m = format!("`{key}` = {value} in {}: {rule}", (self.source)(key));
+    /// `` `key` = value in SOURCE: rule ``, the value clipped to
+    /// [`super::load::CLIP_CHARS`] characters.
+    pub(super) fn bad(&mut self, key: &str, value: String, rule: &str) {
+        let m = format!("`{}` = {} in {}: {rule}", clip(key), clip(&value), (self.source)(key));
         self.messages.push(m);
     }
     fn push(&mut self, m: String) {
         self.messages.push(m);
+    }
+    /// `` `key` in SOURCE: what `` for a message of a lower layer (a model's
+    /// or env's own checks), which may quote a value: clipped.
+    fn nested(&mut self, key: &str, err: &str) {
+        let m = format!("`{}` in {}: {}", clip(key), (self.source)(key), clip_long(err));
+        self.messages.push(m);
+    }
+    pub(super) fn count(&self) -> usize {
+        self.messages.len()
     }
     fn unknown(&mut self, key: &str, given: &str, names: &[&str], what: &str) {
         let allowed = if names.is_empty() {
@@ -37,7 +50,13 @@ impl Errors<'_> {
         } else {
             format!("declared {what}s: {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "))
         };
-        let m = format!("`{key}` names {what} \"{given}\" in {}, which is not declared; {allowed}", (self.source)(key));
+        let m = format!(
+            "`{}` names {what} \"{}\" in {}, which is not declared; {}",
+            clip(key),
+            clip(given),
+            (self.source)(key),
+            clip_long(&allowed)
+        );
         self.messages.push(m);
         if let Some(best) = did_you_mean(given, names) {
             self.hint = Some(format!("did you mean `{best}`?"));
@@ -48,12 +67,8 @@ impl Errors<'_> {
 fn check(spec: &Spec, e: &mut Errors<'_>) {
     let source = e.source;
 
-    let name = &spec.experiment.name;
-    if name.is_empty()
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-    {
-        e.bad("experiment.name", format!("{name:?}"), "must be non-empty and use only letters, digits, `_`, `-` and `.`");
-    }
+    // `experiment.name` and other names that become file names, and the
+    // limits of counts and sizes: `super::limits`.
 
     let mpo = &spec.mpo;
     if mpo.m < 1 {
@@ -78,12 +93,12 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
         match model {
             ModelSpec::Openai(cfg) => {
                 if let Err(err) = cfg.validate() {
-                    e.push(format!("`models.{mname}` in {}: {err}", source(&format!("models.{mname}"))));
+                    e.nested(&format!("models.{mname}"), &err);
                 }
             }
             ModelSpec::Local(cfg) => {
                 if let Err(err) = cfg.validate() {
-                    e.push(format!("`models.{mname}` in {}: {err}", source(&format!("models.{mname}"))));
+                    e.nested(&format!("models.{mname}"), &err);
                 }
             }
         }
@@ -93,12 +108,12 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
         match env {
             EnvSpec::Sciworld(s) => {
                 if let Err(err) = s.validate() {
-                    e.push(format!("`envs.{ename}` in {}: {err}", source(&format!("envs.{ename}"))));
+                    e.nested(&format!("envs.{ename}"), &err);
                 }
             }
             EnvSpec::Agentgym(a) => {
                 if let Err(err) = a.validate() {
-                    e.push(format!("`envs.{ename}` in {}: {err}", source(&format!("envs.{ename}"))));
+                    e.nested(&format!("envs.{ename}"), &err);
                 }
             }
             EnvSpec::Builtin(b) => {
@@ -227,7 +242,7 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
     }
     for (name, cfg) in [("sft", &spec.train.sft), ("dpo", &spec.train.dpo), ("rft", &spec.train.rft), ("agent_sft", &spec.train.agent_sft)] {
         if let Err(err) = cfg.validate() {
-            e.push(format!("`train.{name}` in {}: {err}", source(&format!("train.{name}"))));
+            e.nested(&format!("train.{name}"), &err);
         }
     }
     if let Some(explorer) = &spec.mpo.explorer {
@@ -249,8 +264,10 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
                     for s in &eval.splits {
                         if env.task_count(s).is_none() {
                             e.push(format!(
-                                "`eval.splits` names split \"{s}\" in {}, which env `{ename}` (kind `{}`) does not have; allowed: {}",
+                                "`eval.splits` names split \"{}\" in {}, which env `{}` (kind `{}`) does not have; allowed: {}",
+                                clip(s),
                                 source("eval.splits"),
+                                clip(ename),
                                 env.kind(),
                                 env.splits().iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
                             ));
@@ -277,12 +294,73 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
     if let Some(sweep) = &spec.sweep {
         for (key, values) in &sweep.vary {
             if values.is_empty() {
-                e.push(format!("`sweep.vary.\"{key}\"` in {}: needs at least one value", source("sweep")));
+                e.push(format!("`sweep.vary.\"{}\"` in {}: needs at least one value", clip(key), source("sweep")));
             }
             if key.starts_with("sweep") || key.starts_with("experiment.name") || key == "extends" {
-                e.push(format!("`sweep.vary.\"{key}\"` in {}: this key cannot be swept", source("sweep")));
+                e.push(format!("`sweep.vary.\"{}\"` in {}: this key cannot be swept", clip(key), source("sweep")));
             }
         }
     }
 
+}
+
+/// A message of a lower layer, at most a few lines long.
+fn clip_long(text: &str) -> String {
+    let max = 3 * super::load::CLIP_CHARS;
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+/// Whether a request-body key names a credential (`api_key`, `Authorization`,
+/// `access_token`, `client_secret`, `password`, …).
+pub fn looks_like_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase().replace('-', "_");
+    let k = k.as_str();
+    ["api_key", "apikey", "secret", "password", "passwd", "authorization", "credential", "bearer"]
+        .iter()
+        .any(|w| k.contains(w))
+        || k == "token"
+        || k == "auth"
+        || ["access_token", "auth_token", "api_token", "refresh_token", "session_token", "id_token"]
+            .iter()
+            .any(|w| k.ends_with(w))
+}
+
+/// Refuses credentials in a served model's `extra_body` (#22): the body is
+/// part of the model's settings, which are written to `manifest.json` and
+/// `index.json`; a key belongs in an environment variable named by
+/// `api_key_env`.
+fn check_secrets(spec: &Spec, e: &mut Errors<'_>) {
+    fn walk(prefix: &str, map: &serde_json::Map<String, serde_json::Value>, depth: usize, found: &mut Vec<String>) {
+        for (k, v) in map {
+            let key = format!("{prefix}.{k}");
+            if looks_like_secret(k) {
+                found.push(key);
+            } else if let (serde_json::Value::Object(inner), true) = (v, depth < 8) {
+                walk(&key, inner, depth + 1, found);
+            }
+        }
+    }
+    for (mname, model) in &spec.models {
+        let ModelSpec::Openai(cfg) = model else { continue };
+        let mut found = Vec::new();
+        walk(&format!("models.{mname}.extra_body"), &cfg.extra_body, 0, &mut found);
+        for key in found {
+            // Never echo the value: it is the secret.
+            let m = format!(
+                "`{}` in {}: looks like a credential; a spec must not hold secrets (its settings are \
+                 written to `manifest.json` and `index.json`)",
+                clip(&key),
+                (e.source)(&key)
+            );
+            e.push(m);
+            e.hint = Some(format!(
+                "put the key in an environment variable and name that variable in `models.{}.api_key_env` \
+                 (sent as `Authorization: Bearer …`)",
+                clip(mname)
+            ));
+        }
+    }
 }

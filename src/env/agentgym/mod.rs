@@ -56,7 +56,10 @@ use crate::env::ActionRule;
 use crate::env::Family;
 
 pub use episodes::{alfworld_task_type, strip_arrival, trim_alfworld_intro};
-pub use serve::{builtin_game, builtin_router, serve_builtin, serve_builtin_on};
+pub use serve::{
+    builtin_game, builtin_router, builtin_router_with, serve_builtin, serve_builtin_on, serve_builtin_on_with,
+    serve_builtin_with, ServeSettings,
+};
 
 /// The 200 WebShop test sessions of the ETO release.
 const WEBSHOP_TEST: &str = include_str!("../../../data/webshop/webshop_test_indices.json");

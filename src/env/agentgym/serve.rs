@@ -24,15 +24,26 @@
 //! `You arrive at loc N.`. Errors are HTTP 200 `{"error": "…"}`, as the
 //! stock server answers; stepping a finished episode is an error there too.
 //! A malformed body is HTTP 422 `{"detail": "…"}` (FastAPI's status).
+//! Every 4xx answer has a JSON body (#22: unknown routes, wrong methods and
+//! unreadable JSON once answered with an empty or plain-text body): `{"detail":
+//! "…"}` with the same status.
+//!
+//! Sessions are bounded (#22: abandoned sessions were kept forever, ≈1 kB
+//! each): a session untouched for `idle_timeout` is dropped (its id then
+//! answers "not valid"), and `/create` beyond `max_sessions` live sessions is
+//! HTTP 429 `{"detail": "…"}` (`mpo-run serve-env --max-sessions N
+//! --idle-timeout-s S`; defaults [`ServeSettings::default`]).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::{RawQuery, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -46,12 +57,44 @@ struct Session {
     game: Option<Game>,
     /// The last observation (what `GET /observation` answers).
     last: String,
+    /// When a request last named this session.
+    touched: Instant,
+}
+
+/// Settings of a served world.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServeSettings {
+    /// Step limit of an episode.
+    pub max_steps: u32,
+    /// Live sessions at most; `/create` beyond them is HTTP 429.
+    pub max_sessions: usize,
+    /// A session no request names for this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ServeSettings {
+    fn default() -> Self {
+        // 4,096 sessions: the most episodes a spec may keep in flight
+        // (`eval.concurrency` ≤ 4,096); an hour: far above one agent turn
+        // with retries (6 × 120 s), so only abandoned sessions expire.
+        Self { max_steps: 30, max_sessions: 4_096, idle_timeout: Duration::from_secs(3_600) }
+    }
 }
 
 struct Shared {
-    max_steps: u32,
+    settings: ServeSettings,
     next_id: AtomicU64,
     sessions: Mutex<HashMap<u64, Session>>,
+}
+
+impl Shared {
+    /// The sessions, with the expired ones dropped.
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Session>> {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let idle = self.settings.idle_timeout;
+        sessions.retain(|_, s| s.touched.elapsed() <= idle);
+        sessions
+    }
 }
 
 type St = State<Arc<Shared>>;
@@ -79,8 +122,13 @@ pub fn builtin_game(game: &Value) -> Result<Game, String> {
 
 /// The router, for embedding or serving on a listener of one's own.
 pub fn builtin_router(max_steps: u32) -> Router {
+    builtin_router_with(ServeSettings { max_steps, ..ServeSettings::default() })
+}
+
+/// [`builtin_router`] with every setting.
+pub fn builtin_router_with(settings: ServeSettings) -> Router {
     let shared = Arc::new(Shared {
-        max_steps,
+        settings,
         next_id: AtomicU64::new(0),
         sessions: Mutex::new(HashMap::new()),
     });
@@ -93,7 +141,43 @@ pub fn builtin_router(max_steps: u32) -> Router {
         .route("/observation", get(observation))
         .route("/available_actions", get(available_actions))
         .route("/detail", get(detail))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(json_client_errors))
         .with_state(shared)
+}
+
+async fn not_found(req: Request) -> Response {
+    let msg = format!(
+        "no route `{} {}`; routes: GET /, POST /create, /reset, /step, /close, GET /observation, /available_actions, /detail",
+        req.method(),
+        req.uri().path()
+    );
+    (StatusCode::NOT_FOUND, Json(json!({ "detail": msg }))).into_response()
+}
+
+/// Every 4xx answer gets a JSON body: one that is not JSON already (axum's
+/// own rejections: a wrong method, an unreadable body) becomes `{"detail":
+/// "<its text or the status's reason>"}` with the same status.
+async fn json_client_errors(res: Response) -> Response {
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !status.is_client_error() || is_json {
+        return res;
+    }
+    let text = axum::body::to_bytes(res.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("client error").to_string()
+    } else {
+        text
+    };
+    (status, Json(json!({ "detail": detail }))).into_response()
 }
 
 /// Serves the built-in world on `addr` until `shutdown` resolves.
@@ -102,10 +186,19 @@ pub async fn serve_builtin(
     max_steps: u32,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_builtin_with(addr, ServeSettings { max_steps, ..ServeSettings::default() }, shutdown).await
+}
+
+/// [`serve_builtin`] with every setting.
+pub async fn serve_builtin_with(
+    addr: SocketAddr,
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on `{addr}`"))?;
-    serve_builtin_on(listener, max_steps, shutdown).await
+    serve_builtin_on_with(listener, settings, shutdown).await
 }
 
 /// [`serve_builtin`] on a bound listener (port 0 in tests).
@@ -114,9 +207,18 @@ pub async fn serve_builtin_on(
     max_steps: u32,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_builtin_on_with(listener, ServeSettings { max_steps, ..ServeSettings::default() }, shutdown).await
+}
+
+/// [`serve_builtin_on`] with every setting.
+pub async fn serve_builtin_on_with(
+    listener: TcpListener,
+    settings: ServeSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("the listener has no address")?;
     tracing::info!("serving the built-in household world (AgentGym ALFWorld protocol) on http://{addr}");
-    axum::serve(listener, builtin_router(max_steps))
+    axum::serve(listener, builtin_router_with(settings))
         .with_graceful_shutdown(shutdown)
         .await
         .context("the built-in environment server failed")
@@ -128,6 +230,11 @@ fn error(msg: impl Into<String>) -> Response {
 
 fn unprocessable(msg: impl Into<String>) -> Response {
     (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "detail": msg.into() }))).into_response()
+}
+
+/// A JSON body, or HTTP 422 `{"detail": …}` saying why it is unreadable.
+fn json_body(body: Result<Json<Value>, JsonRejection>) -> Result<Value, Response> {
+    body.map(|Json(v)| v).map_err(|e| (e.status(), Json(json!({ "detail": e.body_text() }))).into_response())
 }
 
 fn id_of(body: &Value) -> Result<u64, Response> {
@@ -147,14 +254,17 @@ fn query_id(q: &Option<String>) -> Result<u64, Response> {
 
 /// Runs `f` on the live game of session `id`, or answers the stock error.
 fn with_game(st: &Shared, id: u64, finished_ok: bool, f: impl FnOnce(&mut Game, &mut String) -> Response) -> Response {
-    let mut sessions = st.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    let mut sessions = st.live();
+    if let Some(s) = sessions.get_mut(&id) {
+        s.touched = Instant::now();
+    }
     match sessions.get_mut(&id) {
         None => error(format!("The id {id} is not valid.")),
         Some(Session { game: None, .. }) => error(format!("The environment {id} has not been reset.")),
         Some(Session { game: Some(g), .. }) if g.done() && !finished_ok => {
             error(format!("The task with environment {id} has finished."))
         }
-        Some(Session { game: Some(g), last }) => f(g, last),
+        Some(Session { game: Some(g), last, .. }) => f(g, last),
     }
 }
 
@@ -165,18 +275,33 @@ async fn hello() -> Json<Value> {
 }
 
 async fn create(State(st): St) -> Response {
+    let mut sessions = st.live();
+    let max = st.settings.max_sessions;
+    if sessions.len() >= max {
+        let msg = format!(
+            "{max} sessions are open, the server's limit (`--max-sessions`): close finished ones with POST /close; \
+             idle ones expire after {} s (`--idle-timeout-s`)",
+            st.settings.idle_timeout.as_secs()
+        );
+        return (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "detail": msg }))).into_response();
+    }
     let id = st.next_id.fetch_add(1, Ordering::Relaxed);
-    st.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(
+    sessions.insert(
         id,
         Session {
             game: None,
             last: String::new(),
+            touched: Instant::now(),
         },
     );
     Json(json!({ "id": id })).into_response()
 }
 
-async fn reset(State(st): St, Json(body): Json<Value>) -> Response {
+async fn reset(State(st): St, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let id = match id_of(&body) {
         Ok(id) => id,
         Err(r) => return r,
@@ -189,10 +314,10 @@ async fn reset(State(st): St, Json(body): Json<Value>) -> Response {
         return error("world_type must be one of \"Text\", \"Embody\" and \"Hybrid\"");
     }
     let game = match builtin_game(game) {
-        Ok(g) => g.with_max_steps(st.max_steps),
+        Ok(g) => g.with_max_steps(st.settings.max_steps),
         Err(e) => return error(e),
     };
-    let mut sessions = st.sessions.lock().unwrap_or_else(|p| p.into_inner());
+    let mut sessions = st.live();
     let Some(session) = sessions.get_mut(&id) else {
         return error(format!("The id {id} is not valid."));
     };
@@ -204,6 +329,7 @@ async fn reset(State(st): St, Json(body): Json<Value>) -> Response {
         "task_id": game.task_id(),
     });
     session.last = game.initial_observation();
+    session.touched = Instant::now();
     session.game = Some(game);
     Json(answer).into_response()
 }
@@ -221,7 +347,11 @@ fn alfworld_dir(g: &Game) -> &'static str {
     }
 }
 
-async fn step(State(st): St, Json(body): Json<Value>) -> Response {
+async fn step(State(st): St, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let id = match id_of(&body) {
         Ok(id) => id,
         Err(r) => return r,
@@ -242,12 +372,16 @@ async fn step(State(st): St, Json(body): Json<Value>) -> Response {
     })
 }
 
-async fn close(State(st): St, Json(body): Json<Value>) -> Response {
+async fn close(State(st): St, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let body = match json_body(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
     let id = match id_of(&body) {
         Ok(id) => id,
         Err(r) => return r,
     };
-    match st.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&id) {
+    match st.live().remove(&id) {
         Some(_) => Json(json!({ "closed": true })).into_response(),
         None => error(format!("The id {id} is not valid.")),
     }
