@@ -1,16 +1,24 @@
 //! Prompt sets and the released assembly of an agent's first message.
 //!
-//! The "first" format (shared/reference/README.md): one user message
-//! `{instruction}\n---\nHere is an example.\n\n{example}\n---\n\nNow, it's your
-//! turn and here is the task.\n{task}`, where `{example}` concatenates the
-//! 1-shot messages, each user message (the task, then observations) followed
-//! by a blank line and each assistant turn by a single newline.
+//! The "first" format (the release's `prompt_with_icl`, `icl_num = 1`): one
+//! user message `{instruction}\n---\nHere is an example.\n\n{example}\n---\n\nNow,
+//! it's your turn and here is the task.\n{task}`, where `{example}`
+//! concatenates the 1-shot messages by position: the first followed by one
+//! newline, then each later message at an even position (a user message:
+//! an observation) followed by a blank line and each at an odd position (an
+//! assistant turn) by one newline.
 //!
-//! Meta-plan insertion (Table 4):
+//! Meta-plan insertion (Table 4; the release's `main.py` and `envs/*_env.py`):
 //! - `instruction`: `\n\n{phrase}\n{plan}` follows the task;
-//! - `observation`: the same text follows every successful observation;
-//! - `thought`: a trailing assistant message `{thought_phrase}\n{plan}\nThought: `
-//!   that the model continues; only the continuation is kept in history.
+//! - `observation`: the same text follows every observation that answers a
+//!   parsed action — `Nothing happens.` and ScienceWorld's unknown-action
+//!   answers included — and never the format-error message;
+//! - `thought`: every request of the episode ends with an assistant message
+//!   `{thought_phrase}\n{plan}\nThought: ` that the model continues; only the
+//!   continuation is kept in the history.
+//!
+//! An empty plan is no plan: the prompt is the no-plan prompt at every
+//! position (the release tests `if not workflow`).
 //!
 //! Prompt sets ship embedded (`prompts/released`, the default, and
 //! `prompts/paper`, the paper's wording); a spec may point at its own
@@ -232,8 +240,25 @@ impl PromptSet {
     }
 }
 
-/// The released concatenation of an example's messages.
+/// The released concatenation of a 1-shot example's messages (the
+/// release's `prompt_with_icl` with one example): the first message
+/// followed by one newline, then by position — even (user: observations)
+/// followed by a blank line, odd (assistant) by one newline.
 pub fn render_example(messages: &[Message]) -> String {
+    let mut out = String::new();
+    for (j, m) in messages.iter().enumerate() {
+        out.push_str(&m.content);
+        out.push_str(if j == 0 || j % 2 == 1 { "\n" } else { "\n\n" });
+    }
+    out
+}
+
+/// A transcript for the seed-plan teacher (paper App. E.1, which the
+/// release has no code for): every user message followed by a blank line,
+/// every assistant turn by one newline. Not the release's example join
+/// ([`render_example`]): kept as it was so that teacher prompts, and the
+/// seed plans cached under them, do not change.
+pub fn render_transcript(messages: &[Message]) -> String {
     let mut out = String::new();
     for m in messages {
         out.push_str(&m.content);
@@ -243,15 +268,30 @@ pub fn render_example(messages: &[Message]) -> String {
 }
 
 /// The opening of an episode: the messages and, for thought insertion, the
-/// assistant text the model continues.
+/// assistant text that ends every request of the episode (the model
+/// continues it; only the continuation enters the history).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Opening {
     pub messages: Vec<Message>,
     pub prefill: Option<String>,
 }
 
-/// Assembles the first message of an episode.
+/// The plan an episode inserts: none for an empty one (the release tests
+/// `if not workflow`).
+pub fn effective_plan(plan: Option<&str>) -> Option<&str> {
+    plan.filter(|p| !p.is_empty())
+}
+
+/// The trailing assistant message of thought insertion, sent with every
+/// request of the episode.
+pub fn thought_prefill(set: &PromptSet, plan: &str) -> String {
+    format!("{}\n{plan}\nThought: ", set.thought_phrase)
+}
+
+/// Assembles the opening of an episode: the first message and, for
+/// thought insertion, the prefill every request ends with.
 pub fn opening(set: &PromptSet, example_key: &str, task: &str, plan: Option<&str>, insertion: Insertion) -> Result<Opening> {
+    let plan = effective_plan(plan);
     let example_messages = set.example(example_key)?;
     let mut task_text = task.to_string();
     let mut prefill = None;
@@ -260,27 +300,30 @@ pub fn opening(set: &PromptSet, example_key: &str, task: &str, plan: Option<&str
             Insertion::Instruction => {
                 task_text.push_str(&format!("\n\n{}\n{plan}", set.plan_phrase));
             }
-            Insertion::Thought => prefill = Some(format!("{}\n{plan}\nThought: ", set.thought_phrase)),
+            Insertion::Thought => prefill = Some(thought_prefill(set, plan)),
             Insertion::Observation => {}
         }
     }
-    let first = if example_messages.is_empty() {
-        format!("{}\n\n{task_text}", set.instruction)
+    let messages = if example_messages.is_empty() {
+        vec![Message::user(format!("{}\n\n{task_text}", set.instruction))]
     } else {
-        format!(
+        vec![Message::user(format!(
             "{}\n---\nHere is an example.\n\n{}\n---\n\nNow, it's your turn and here is the task.\n{task_text}",
             set.instruction,
             render_example(example_messages)
-        )
+        ))]
     };
-    Ok(Opening { messages: vec![Message::user(first)], prefill })
+    Ok(Opening { messages, prefill })
 }
 
 /// The user message answering an action: `Observation: …`, with the plan
-/// appended for observation insertion (successful observations only).
-pub fn observation_message(set: &PromptSet, observation: &str, task_text: &str, plan: Option<&str>, insertion: Insertion, ok: bool) -> String {
+/// appended for observation insertion. `after_action`: the observation
+/// answers a parsed action — every such observation gets the plan, whatever
+/// it says (`Nothing happens.` included), as released; the caller passes
+/// `false` for a message that answers no action.
+pub fn observation_message(set: &PromptSet, observation: &str, task_text: &str, plan: Option<&str>, insertion: Insertion, after_action: bool) -> String {
     let mut text = set.observation.replace("{task}", task_sentence(task_text)).replace("{observation}", observation);
-    if let (Some(plan), Insertion::Observation, true) = (plan, insertion, ok) {
+    if let (Some(plan), Insertion::Observation, true) = (effective_plan(plan), insertion, after_action) {
         text.push_str(&format!("\n\n{}\n{plan}", set.plan_phrase));
     }
     text
@@ -308,6 +351,9 @@ mod tests {
     #[test]
     fn example_rendering_follows_the_release_rule() {
         let m = vec![Message::user("task"), Message::assistant("Action: look"), Message::user("Observation: ok")];
-        assert_eq!(render_example(&m), "task\n\nAction: look\nObservation: ok\n\n");
+        // First message + `\n`, assistant + `\n`, later user + `\n\n`.
+        assert_eq!(render_example(&m), "task\nAction: look\nObservation: ok\n\n");
+        // The teacher's transcript keeps its own layout.
+        assert_eq!(render_transcript(&m), "task\n\nAction: look\nObservation: ok\n\n");
     }
 }

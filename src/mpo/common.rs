@@ -25,6 +25,51 @@ pub fn derive_seed(base: u64, parts: &[&str]) -> u64 {
     u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) >> 1
 }
 
+/// The prompt set a spec names (`released`, `paper` or a directory).
+pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
+    match name {
+        "released" | "paper" | "compact" => PromptSet::embedded(name, family),
+        dir => PromptSet::from_dir(Path::new(dir), family),
+    }
+}
+
+/// The identity of a prompt set for item keys: its name and revision for
+/// embedded sets, its content hash for a directory.
+///
+/// Revisions: `compact@2` restates the task after every observation;
+/// `released@2` and `paper@2` (and `rules@2` in a directory's hash) follow
+/// the release byte for byte (issue 21: the example join).
+pub fn prompt_identity(set: &PromptSet) -> String {
+    match set.name.as_str() {
+        "released" | "paper" => format!("{}@2", set.name),
+        "compact" => "compact@2".into(),
+        _ => {
+            let mut text = format!("rules@2\n{}\n{:?}\n{}", set.instruction, set.icl, set.planner);
+            if set.observation != crate::agent::prompt::PLAIN_OBSERVATION {
+                text.push_str(&format!("\n{}", set.observation));
+            }
+            format!("dir:{}", &blake3::hash(text.as_bytes()).to_hex()[..16])
+        }
+    }
+}
+
+/// What a stage's key records of its prompt set beyond the name it is
+/// configured with: the identity, where the name does not pin it (a
+/// directory; `released` and `paper`, revised by issue 21). `None` for
+/// `compact`: its revision 2 reached item keys only, and its stages keep
+/// their keys.
+pub fn prompt_revision(name: &str, family: Family) -> Option<String> {
+    let id = prompt_identity(&prompt_set(name, family).ok()?);
+    (id != name && id != "compact@2").then_some(id)
+}
+
+/// Adds [`prompt_revision`] to a stage's config as `prompt_id`.
+pub fn record_prompt_revision(config: &mut serde_json::Value, name: &str, family: Family) {
+    if let Some(id) = prompt_revision(name, family) {
+        config["prompt_id"] = id.into();
+    }
+}
+
 /// The plan inside a planner's reply: the text between `<workflow>` tags
 /// (or `<meta_plan>` tags), or the whole reply when there are none.
 pub fn extract_plan(reply: &str) -> String {
@@ -36,30 +81,6 @@ pub fn extract_plan(reply: &str) -> String {
         }
     }
     reply.trim().to_string()
-}
-
-/// The prompt set a spec names (`released`, `paper` or a directory).
-pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
-    match name {
-        "released" | "paper" | "compact" => PromptSet::embedded(name, family),
-        dir => PromptSet::from_dir(Path::new(dir), family),
-    }
-}
-
-/// The identity of a prompt set for item keys: its name for embedded sets,
-/// its content hash for a directory.
-pub fn prompt_identity(set: &PromptSet) -> String {
-    match set.name.as_str() {
-        "released" | "paper" => return set.name.clone(),
-        // Version 2 restates the task after every observation.
-        "compact" => return "compact@2".into(),
-        _ => {}
-    }
-    let mut text = format!("{}\n{:?}\n{}", set.instruction, set.icl, set.planner);
-    if set.observation != crate::agent::prompt::PLAIN_OBSERVATION {
-        text.push_str(&format!("\n{}", set.observation));
-    }
-    format!("dir:{}", &blake3::hash(text.as_bytes()).to_hex()[..16])
 }
 
 /// One plan sampled from a planner: a greedy or seeded chat call with the
@@ -247,6 +268,16 @@ mod tests {
         assert_eq!(extract_plan("<meta_plan>Step 1: x</meta_plan>"), "Step 1: x");
         assert_eq!(extract_plan("  Step 1: y  "), "Step 1: y");
         assert_eq!(extract_plan("<workflow>Step 1: unterminated"), "Step 1: unterminated");
+    }
+
+    #[test]
+    fn identities_are_revised() {
+        let id = |n: &str| prompt_identity(&prompt_set(n, Family::Alfworld).unwrap());
+        assert_eq!(id("released"), "released@2");
+        assert_eq!(id("paper"), "paper@2");
+        assert_eq!(id("compact"), "compact@2");
+        assert_eq!(prompt_revision("compact", Family::Alfworld), None);
+        assert_eq!(prompt_revision("released", Family::Alfworld).as_deref(), Some("released@2"));
     }
 
     #[test]

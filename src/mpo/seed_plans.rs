@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{derive_seed, prompt_set, read_jsonl, write_jsonl};
 use super::expert::ExpertTrajectory;
-use crate::agent::prompt::{render_example, PromptSet};
+use crate::agent::prompt::{render_transcript, PromptSet};
 use crate::model::{ChatModel, ChatRequest, Message};
 use crate::spec::ModelSpec;
 
@@ -245,7 +245,7 @@ async fn rule_seeds(
 /// Asks the teacher model for a seed plan, retrying unparseable replies.
 async fn llm_seed(model: &dyn ChatModel, prompts: &PromptSet, t: &ExpertTrajectory, attempts: u32, seed: u64) -> Result<SeedPlan> {
     let messages = super::expert::trajectory_messages(t);
-    let conversation = render_example(&messages);
+    let conversation = render_transcript(&messages);
     let prompt = prompts.seed_prompt(&t.goal, conversation.trim_end());
     let mut last = String::new();
     for k in 0..attempts.max(1) {
