@@ -1,7 +1,7 @@
 //! The first message of an episode, at each insertion position, assembled
 //! by the released rules (shared/reference/README.md), and the rules of the
-//! released loop pinned against the release's own code:
-//! `tests/fixtures/release/` holds what the MPO release's
+//! released loop, planner and training data pinned against the release's
+//! own code: `tests/fixtures/release/` holds what the MPO release's
 //! functions (WeiminXiong/MPO @ 93bc9a5, run unmodified by
 //! `tests/fixtures/release/generate.py`) return on fixed inputs.
 
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use mpo_run::agent::episode::{run_episode, EpisodeSpec, Quirks};
 use mpo_run::agent::parse::ActionRule;
-use mpo_run::agent::prompt::{observation_message, opening, Family, PromptSet};
+use mpo_run::agent::prompt::{observation_message, opening, Family, PlannerInput, PromptSet};
 use mpo_run::env::{EnvError, Environment, Episode, StepOutcome, TaskInfo};
 use mpo_run::model::{ChatModel, ChatRequest, Completion, Message, ModelError, Role};
 use mpo_run::spec::Insertion;
@@ -39,6 +39,8 @@ fn tiny_set() -> PromptSet {
         plan_phrase: "This workflow maybe helpful for you to complete the task:".into(),
         thought_phrase: "This workflow maybe helpful to complete the task:".into(),
         observation: mpo_run::agent::prompt::PLAIN_OBSERVATION.into(),
+        planner_input: PlannerInput::TaskText,
+        plan_tag: Some("workflow".into()),
     }
 }
 
@@ -230,6 +232,63 @@ fn first_messages_equal_the_release_at_every_position() {
         seen += 1;
     }
     assert_eq!(seen, 7, "six ALFWorld task types and ScienceWorld");
+}
+
+/// The planner's prompt for an ALFWorld task (the room and the goal, as the
+/// environment prints them) and a ScienceWorld task equals the release's
+/// template; the built-in world's planner is given the same kind of text.
+#[test]
+fn planner_prompts_equal_the_release() {
+    let f = fixture("planner_prompts.json");
+    for family in ["alfworld", "sciworld"] {
+        let set = PromptSet::embedded("released", family_of(family)).unwrap();
+        let task = str_of(&f[family]["task"]);
+        assert_eq!(set.planner_prompt(&set.planner_task(task)), str_of(&f[family]["prompt"]), "{family}");
+    }
+    // The built-in world: the planner sees the env's first text, receptacles
+    // included (`compact` keeps the goal alone, for tiny planners).
+    let game = mpo_run::env::builtin::Game::new(mpo_run::env::builtin::Split::Seen, 3);
+    let text = game.initial_observation();
+    let released = PromptSet::embedded("released", Family::Alfworld).unwrap();
+    assert_eq!(released.planner_task(&text), text);
+    assert!(released.planner_prompt(&released.planner_task(&text)).contains("Looking quickly around you, you see"));
+    let compact = PromptSet::embedded("compact", Family::Alfworld).unwrap();
+    assert_eq!(compact.planner_task(&text), text.rsplit_once("Your task is to: ").unwrap().1);
+}
+
+/// A plan is the text inside the first `<workflow>…</workflow>`, stripped,
+/// else the whole reply, stripped (an unterminated tag included) — what the
+/// release's `parse_workflow` then `extract_workflow` give.
+#[test]
+fn plan_extraction_equals_the_release() {
+    let set = PromptSet::embedded("released", Family::Alfworld).unwrap();
+    let cases = fixture("extraction.json");
+    for c in cases.as_array().unwrap() {
+        assert_eq!(set.extract_plan(str_of(&c["reply"])), str_of(&c["plan"]), "reply {:?}", c["reply"]);
+    }
+    // Tags present / missing / unterminated, by hand.
+    assert_eq!(set.extract_plan("ok\n<workflow>\nStep 1: a\n</workflow>"), "Step 1: a");
+    assert_eq!(set.extract_plan(" Step 1: a \n"), "Step 1: a");
+    assert_eq!(set.extract_plan("<workflow>\nStep 1: a"), "<workflow>\nStep 1: a");
+    // The `paper` set's planner asks for `<meta_plan>`: its plans come from
+    // those tags by the same rule.
+    let paper = PromptSet::embedded("paper", Family::Alfworld).unwrap();
+    assert_eq!(paper.extract_plan("<meta_plan>\nStep 1: a\n</meta_plan>"), "Step 1: a");
+    assert_eq!(paper.extract_plan("<workflow>Step 1: a</workflow>"), "<workflow>Step 1: a</workflow>");
+}
+
+/// The release's pairs (and SFT data) hold `<workflow>\n{plan}\n</workflow>`;
+/// sets without a plan tag train on bare plans.
+#[test]
+fn training_targets_are_wrapped_as_released() {
+    let f = fixture("targets.json");
+    let set = PromptSet::embedded("released", Family::Sciworld).unwrap();
+    assert_eq!(set.plan_target(str_of(&f["plan"])), str_of(&f["target"]));
+    assert_eq!(set.extract_plan(&set.plan_target(str_of(&f["plan"]))), str_of(&f["plan"]));
+    let paper = PromptSet::embedded("paper", Family::Alfworld).unwrap();
+    assert_eq!(paper.plan_target("Step 1: a"), "<meta_plan>\nStep 1: a\n</meta_plan>");
+    let compact = PromptSet::embedded("compact", Family::Alfworld).unwrap();
+    assert_eq!(compact.plan_target("Step 1: a"), "Step 1: a");
 }
 
 // ---- The released loop ------------------------------------------------------

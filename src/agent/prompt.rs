@@ -20,6 +20,16 @@
 //! An empty plan is no plan: the prompt is the no-plan prompt at every
 //! position (the release tests `if not workflow`).
 //!
+//! The planner (the release's `scripts/template.py`, `gen_metaplan.py`,
+//! `construct_metaplan_pairs.py`): `{task}` of the planner prompt is the task
+//! text the environment prints — ALFWorld's room description and
+//! `Your task is to: …`, ScienceWorld's task description — for every set but
+//! `compact`, whose tiny planners get the goal alone ([`PlannerInput`]). A
+//! set whose planner prompt asks for `<workflow>` (or `<meta_plan>`) tags has
+//! its plans extracted from the first such pair and is trained on
+//! `<tag>\n{plan}\n</tag>` ([`PromptSet::extract_plan`],
+//! [`PromptSet::plan_target`]).
+//!
 //! Prompt sets ship embedded (`prompts/released`, the default, and
 //! `prompts/paper`, the paper's wording); a spec may point at its own
 //! directory with the same file names.
@@ -64,10 +74,71 @@ pub struct PromptSet {
     /// for sets that restate the task after every observation (`compact`:
     /// tiny models attend reliably only a few dozen tokens back).
     pub observation: String,
+    /// What the planner prompt's `{task}` is.
+    pub planner_input: PlannerInput,
+    /// The tag the planner prompt asks the plan to be written in
+    /// (`workflow`, `meta_plan`), if any: plans are extracted from it and
+    /// planners trained to write it.
+    pub plan_tag: Option<String>,
+}
+
+/// What a planner is given as the task.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlannerInput {
+    /// The task text the environment prints, as the agent sees it
+    /// (ALFWorld: the room's receptacles and `Your task is to: …`), as
+    /// released.
+    #[default]
+    TaskText,
+    /// The goal alone (`Your task is to: …` → `…`): the `compact` set.
+    Goal,
+}
+
+/// The plan tags a planner prompt may ask for, in order of preference.
+pub const PLAN_TAGS: &[&str] = &["workflow", "meta_plan"];
+
+/// The tag a planner prompt asks the plan to be written in: the first of
+/// [`PLAN_TAGS`] whose opening and closing tags both appear in it.
+pub fn plan_tag_of(planner: &str) -> Option<String> {
+    PLAN_TAGS
+        .iter()
+        .find(|t| planner.contains(&format!("<{t}>")) && planner.contains(&format!("</{t}>")))
+        .map(|t| t.to_string())
+}
+
+/// The text inside the first `<tag>…</tag>` of `reply`, stripped; the whole
+/// reply, stripped, when there is no such pair (an unterminated `<tag>`
+/// included) — the release's `re.findall(r'<workflow>(.*?)</workflow>',
+/// re.DOTALL)[0].strip()`, else `text.strip()`.
+pub fn extract_tagged(reply: &str, tag: &str) -> String {
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    if let Some(start) = reply.find(&open) {
+        let rest = &reply[start + open.len()..];
+        if let Some(end) = rest.find(&close) {
+            return py_strip(&rest[..end]).to_string();
+        }
+    }
+    py_strip(reply).to_string()
+}
+
+/// Python's `str.strip()`: Unicode whitespace and the separators
+/// `\x1c`–`\x1f`, which Rust's `trim` keeps.
+fn py_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
 }
 
 /// The released observation message.
 pub const PLAIN_OBSERVATION: &str = "Observation: {observation}";
+
+/// The goal of a task text: its goal line without `Your task is to: `, else
+/// the whole text, trimmed.
+pub fn task_goal(task_text: &str) -> String {
+    match task_text.rsplit_once("Your task is to: ") {
+        Some((_, goal)) => goal.trim().to_string(),
+        None => task_text.trim().to_string(),
+    }
+}
 
 /// The line of a task text that states the task (`Your task is to: …`),
 /// else its last line.
@@ -191,6 +262,8 @@ impl PromptSet {
             plan_phrase,
             thought_phrase,
             observation: observation.trim_end().to_string(),
+            planner_input: if set == "compact" { PlannerInput::Goal } else { PlannerInput::TaskText },
+            plan_tag: plan_tag_of(planner),
         })
     }
 
@@ -201,16 +274,19 @@ impl PromptSet {
             std::fs::read_to_string(&p).with_context(|| format!("cannot read prompt file `{}`", p.display()))
         };
         let (plan_phrase, thought_phrase) = phrases("released");
+        let planner = read("planner.txt")?;
         Ok(Self {
             name: dir.display().to_string(),
             instruction: read("instruction.txt")?,
             icl: parse_icl(&read("icl.json")?, &dir.display().to_string())?,
-            planner: read("planner.txt")?,
+            plan_tag: plan_tag_of(&planner),
+            planner,
             seed: read("seed.txt")?,
             plan_phrase,
             thought_phrase,
             // Optional: `{family}_observation.txt` (`{observation}`, `{task}`).
             observation: read("observation.txt").map(|t| t.trim_end().to_string()).unwrap_or_else(|_| PLAIN_OBSERVATION.to_string()),
+            planner_input: PlannerInput::TaskText,
         })
     }
 
@@ -234,9 +310,40 @@ impl PromptSet {
         self.seed.replace("{task}", task).replace("{conversation}", conversation)
     }
 
-    /// The planner's prompt for a task.
+    /// The planner's prompt for a task (`task` as [`PromptSet::planner_task`]
+    /// makes it).
     pub fn planner_prompt(&self, task: &str) -> String {
         self.planner.replace("{task}", task)
+    }
+
+    /// What the planner is given for a task whose environment prints
+    /// `task_text` (see [`PlannerInput`]).
+    pub fn planner_task(&self, task_text: &str) -> String {
+        match self.planner_input {
+            PlannerInput::TaskText => task_text.to_string(),
+            PlannerInput::Goal => task_goal(task_text),
+        }
+    }
+
+    /// The plan in a planner's reply: inside the first `<tag>…</tag>` of the
+    /// set's plan tag, stripped; otherwise (no tag pair, an unterminated
+    /// tag, a set without a tag) the whole reply, stripped — the release's
+    /// rule.
+    pub fn extract_plan(&self, reply: &str) -> String {
+        match &self.plan_tag {
+            Some(tag) => extract_tagged(reply, tag),
+            None => py_strip(reply).to_string(),
+        }
+    }
+
+    /// The text a planner is trained to write for `plan`: `<tag>\n{plan}\n</tag>`
+    /// for a set with a plan tag (the release's pairs and SFT data), the
+    /// bare plan otherwise.
+    pub fn plan_target(&self, plan: &str) -> String {
+        match &self.plan_tag {
+            Some(tag) => format!("<{tag}>\n{plan}\n</{tag}>"),
+            None => plan.to_string(),
+        }
     }
 }
 
@@ -355,5 +462,21 @@ mod tests {
         assert_eq!(render_example(&m), "task\nAction: look\nObservation: ok\n\n");
         // The teacher's transcript keeps its own layout.
         assert_eq!(render_transcript(&m), "task\n\nAction: look\nObservation: ok\n\n");
+    }
+
+    #[test]
+    fn plan_tags_come_from_the_planner_prompt() {
+        assert_eq!(PromptSet::embedded("released", Family::Alfworld).unwrap().plan_tag.as_deref(), Some("workflow"));
+        assert_eq!(PromptSet::embedded("released", Family::Sciworld).unwrap().plan_tag.as_deref(), Some("workflow"));
+        assert_eq!(PromptSet::embedded("paper", Family::Alfworld).unwrap().plan_tag.as_deref(), Some("meta_plan"));
+        assert_eq!(PromptSet::embedded("compact", Family::Alfworld).unwrap().plan_tag, None);
+        assert_eq!(PromptSet::embedded("compact", Family::Alfworld).unwrap().planner_input, PlannerInput::Goal);
+        assert_eq!(PromptSet::embedded("released", Family::Alfworld).unwrap().planner_input, PlannerInput::TaskText);
+    }
+
+    #[test]
+    fn python_strip_also_strips_separators() {
+        assert_eq!(extract_tagged("\x1c plan \x1f\n", "workflow"), "plan");
+        assert_eq!(extract_tagged("<workflow>\u{3000}a\u{85}</workflow>", "workflow"), "a");
     }
 }

@@ -38,7 +38,9 @@ pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
 ///
 /// Revisions: `compact@2` restates the task after every observation;
 /// `released@2` and `paper@2` (and `rules@2` in a directory's hash) follow
-/// the release byte for byte (issue 21: the example join).
+/// the release byte for byte (issue 21: the example join, the planner given
+/// the environment's task text, plans extracted from and trained inside
+/// the planner prompt's tags).
 pub fn prompt_identity(set: &PromptSet) -> String {
     match set.name.as_str() {
         "released" | "paper" => format!("{}@2", set.name),
@@ -70,19 +72,6 @@ pub fn record_prompt_revision(config: &mut serde_json::Value, name: &str, family
     }
 }
 
-/// The plan inside a planner's reply: the text between `<workflow>` tags
-/// (or `<meta_plan>` tags), or the whole reply when there are none.
-pub fn extract_plan(reply: &str) -> String {
-    for (open, close) in [("<workflow>", "</workflow>"), ("<meta_plan>", "</meta_plan>"), ("<meta plan>", "</meta plan>")] {
-        if let Some(start) = reply.find(open) {
-            let rest = &reply[start + open.len()..];
-            let end = rest.find(close).unwrap_or(rest.len());
-            return rest[..end].trim().to_string();
-        }
-    }
-    reply.trim().to_string()
-}
-
 /// One plan sampled from a planner: a greedy or seeded chat call with the
 /// planner prompt.
 pub async fn sample_plan(
@@ -105,7 +94,7 @@ pub async fn sample_plan(
         // scores and pairs like any other.
         tracing::warn!("the planner answered with an empty plan");
     }
-    Ok((extract_plan(&reply), reply))
+    Ok((prompts.extract_plan(&reply), reply))
 }
 
 /// What a planner-calling stage needs: the env, the model (ready), the
@@ -123,18 +112,21 @@ pub async fn planner_setup(
     Ok((env, model, prompts, pid))
 }
 
-/// The goal a planner is given for `task`.
+/// The goal of `task` (the judge's task description).
 pub async fn planner_goal(env: &dyn Environment, task: &TaskInfo) -> Result<String> {
     Ok(planner_task_text(&env.task_text(task).await?))
 }
 
-/// The task text a planner sees: the goal line of the task (`Your task is
-/// to: …` → `…`), else the whole text.
+/// What the planner of `prompts` is given for `task`: the environment's
+/// task text, or its goal for `compact` ([`PromptSet::planner_task`]).
+pub async fn planner_input(env: &dyn Environment, task: &TaskInfo, prompts: &PromptSet) -> Result<String> {
+    Ok(prompts.planner_task(&env.task_text(task).await?))
+}
+
+/// The goal line of a task text (`Your task is to: …` → `…`), else the
+/// whole text.
 pub fn planner_task_text(task_text: &str) -> String {
-    match task_text.rsplit_once("Your task is to: ") {
-        Some((_, goal)) => goal.trim().to_string(),
-        None => task_text.trim().to_string(),
-    }
+    crate::agent::prompt::task_goal(task_text)
 }
 
 /// An episode as journaled: the result, or an environment failure after
@@ -261,14 +253,6 @@ pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn plans_are_taken_from_tags_or_whole() {
-        assert_eq!(extract_plan("sure!\n<workflow>\nStep 1: a\nStep 2: b\n</workflow>\nbye"), "Step 1: a\nStep 2: b");
-        assert_eq!(extract_plan("<meta_plan>Step 1: x</meta_plan>"), "Step 1: x");
-        assert_eq!(extract_plan("  Step 1: y  "), "Step 1: y");
-        assert_eq!(extract_plan("<workflow>Step 1: unterminated"), "Step 1: unterminated");
-    }
 
     #[test]
     fn identities_are_revised() {
