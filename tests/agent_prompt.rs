@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use mpo_run::agent::episode::{run_episode, EpisodeSpec, Quirks};
 use mpo_run::agent::parse::ActionRule;
-use mpo_run::agent::prompt::{observation_message, opening, Family, PlannerInput, PromptSet};
+use mpo_run::agent::prompt::{observation_message, opening, Family, IclFormat, PlannerInput, PromptSet};
 use mpo_run::env::{EnvError, Environment, Episode, StepOutcome, TaskInfo};
 use mpo_run::model::{ChatModel, ChatRequest, Completion, Message, ModelError, Role};
 use mpo_run::spec::Insertion;
@@ -41,6 +41,7 @@ fn tiny_set() -> PromptSet {
         observation: mpo_run::agent::prompt::PLAIN_OBSERVATION.into(),
         planner_input: PlannerInput::TaskText,
         plan_tag: Some("workflow".into()),
+        icl_format: IclFormat::First,
     }
 }
 
@@ -232,6 +233,26 @@ fn first_messages_equal_the_release_at_every_position() {
         seen += 1;
     }
     assert_eq!(seen, 7, "six ALFWorld task types and ScienceWorld");
+}
+
+/// ETO's multi-turn example format (`experiment.icl_format = "conversation"`)
+/// gives the release's `messages`.
+#[test]
+fn conversation_format_equals_the_release_messages() {
+    let f = fixture("first_messages.json");
+    let plan = str_of(&f["plan"]);
+    let mut seen = 0;
+    for c in f["cases"].as_array().unwrap().iter().filter(|c| c.get("conversation").is_some()) {
+        let mut set = PromptSet::embedded("released", family_of(str_of(&c["family"]))).unwrap();
+        set.icl_format = IclFormat::Conversation;
+        let want = |k: &str| -> Vec<Message> { serde_json::from_value(c[k].clone()).unwrap() };
+        let (key, task) = (str_of(&c["key"]), str_of(&c["task"]));
+        assert_eq!(opening(&set, key, task, Some(plan), Insertion::Instruction).unwrap().messages, want("conversation_with_plan"));
+        assert_eq!(opening(&set, key, task, Some(plan), Insertion::Observation).unwrap().messages, want("conversation"));
+        assert_eq!(opening(&set, key, task, None, Insertion::Instruction).unwrap().messages, want("conversation"));
+        seen += 1;
+    }
+    assert_eq!(seen, 2);
 }
 
 /// The planner's prompt for an ALFWorld task (the room and the goal, as the

@@ -6,7 +6,8 @@
 //! concatenates the 1-shot messages by position: the first followed by one
 //! newline, then each later message at an even position (a user message:
 //! an observation) followed by a blank line and each at an odd position (an
-//! assistant turn) by one newline.
+//! assistant turn) by one newline. ETO's multi-turn "conversation" format
+//! ([`IclFormat::Conversation`], an option) sends the same pieces as turns.
 //!
 //! Meta-plan insertion (Table 4; the release's `main.py` and `envs/*_env.py`):
 //! - `instruction`: `\n\n{phrase}\n{plan}` follows the task;
@@ -80,6 +81,8 @@ pub struct PromptSet {
     /// (`workflow`, `meta_plan`), if any: plans are extracted from it and
     /// planners trained to write it.
     pub plan_tag: Option<String>,
+    /// How the 1-shot example is laid out.
+    pub icl_format: IclFormat,
 }
 
 /// What a planner is given as the task.
@@ -93,6 +96,38 @@ pub enum PlannerInput {
     TaskText,
     /// The goal alone (`Your task is to: …` → `…`): the `compact` set.
     Goal,
+}
+
+/// How the 1-shot example reaches the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IclFormat {
+    /// One user message with the example inlined (MPO's configs for
+    /// ALFWorld and ScienceWorld).
+    #[default]
+    First,
+    /// ETO's multi-turn format: the instruction, `OK`, the example's
+    /// messages as turns, then the task.
+    Conversation,
+}
+
+impl IclFormat {
+    /// The suffix a prompt-set name carries for this format (the `first`
+    /// format has none).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            IclFormat::First => "",
+            IclFormat::Conversation => "#conversation",
+        }
+    }
+
+    /// Splits `released#conversation` into the set's name and the format.
+    pub fn split_name(name: &str) -> (&str, IclFormat) {
+        match name.strip_suffix(IclFormat::Conversation.suffix()) {
+            Some(base) => (base, IclFormat::Conversation),
+            None => (name, IclFormat::First),
+        }
+    }
 }
 
 /// The plan tags a planner prompt may ask for, in order of preference.
@@ -264,6 +299,7 @@ impl PromptSet {
             observation: observation.trim_end().to_string(),
             planner_input: if set == "compact" { PlannerInput::Goal } else { PlannerInput::TaskText },
             plan_tag: plan_tag_of(planner),
+            icl_format: IclFormat::First,
         })
     }
 
@@ -287,6 +323,7 @@ impl PromptSet {
             // Optional: `{family}_observation.txt` (`{observation}`, `{task}`).
             observation: read("observation.txt").map(|t| t.trim_end().to_string()).unwrap_or_else(|_| PLAIN_OBSERVATION.to_string()),
             planner_input: PlannerInput::TaskText,
+            icl_format: IclFormat::First,
         })
     }
 
@@ -395,8 +432,9 @@ pub fn thought_prefill(set: &PromptSet, plan: &str) -> String {
     format!("{}\n{plan}\nThought: ", set.thought_phrase)
 }
 
-/// Assembles the opening of an episode: the first message and, for
-/// thought insertion, the prefill every request ends with.
+/// Assembles the opening of an episode: the first message (or, in the
+/// conversation format, the first messages) and, for thought insertion,
+/// the prefill every request ends with.
 pub fn opening(set: &PromptSet, example_key: &str, task: &str, plan: Option<&str>, insertion: Insertion) -> Result<Opening> {
     let plan = effective_plan(plan);
     let example_messages = set.example(example_key)?;
@@ -413,6 +451,15 @@ pub fn opening(set: &PromptSet, example_key: &str, task: &str, plan: Option<&str
     }
     let messages = if example_messages.is_empty() {
         vec![Message::user(format!("{}\n\n{task_text}", set.instruction))]
+    } else if set.icl_format == IclFormat::Conversation {
+        // The release's `messages`: instruction, `OK`, the example's
+        // messages with roles by position, then the task.
+        let mut m = vec![Message::user(set.instruction.clone()), Message::assistant("OK")];
+        for (j, x) in example_messages.iter().enumerate() {
+            m.push(if j % 2 == 0 { Message::user(x.content.clone()) } else { Message::assistant(x.content.clone()) });
+        }
+        m.push(Message::user(task_text));
+        m
     } else {
         vec![Message::user(format!(
             "{}\n---\nHere is an example.\n\n{}\n---\n\nNow, it's your turn and here is the task.\n{task_text}",
@@ -478,5 +525,12 @@ mod tests {
     fn python_strip_also_strips_separators() {
         assert_eq!(extract_tagged("\x1c plan \x1f\n", "workflow"), "plan");
         assert_eq!(extract_tagged("<workflow>\u{3000}a\u{85}</workflow>", "workflow"), "a");
+    }
+
+    #[test]
+    fn icl_format_names() {
+        assert_eq!(IclFormat::split_name("released"), ("released", IclFormat::First));
+        assert_eq!(IclFormat::split_name("released#conversation"), ("released", IclFormat::Conversation));
+        assert_eq!(IclFormat::split_name("/my/dir#conversation"), ("/my/dir", IclFormat::Conversation));
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::episode::{run_episode, EpisodeResult, EpisodeSpec, Quirks};
-use crate::agent::prompt::{Family, PromptSet};
+use crate::agent::prompt::{Family, IclFormat, PromptSet};
 use crate::env::{Environment, TaskInfo};
 use crate::model::{ChatModel, ChatRequest, Message};
 use crate::spec::Insertion;
@@ -25,16 +25,22 @@ pub fn derive_seed(base: u64, parts: &[&str]) -> u64 {
     u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) >> 1
 }
 
-/// The prompt set a spec names (`released`, `paper` or a directory).
+/// The prompt set a spec names (`released`, `paper`, `compact` or a
+/// directory), with `#conversation` for ETO's multi-turn example format
+/// (`experiment.icl_format`).
 pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
-    match name {
-        "released" | "paper" | "compact" => PromptSet::embedded(name, family),
-        dir => PromptSet::from_dir(Path::new(dir), family),
-    }
+    let (base, format) = IclFormat::split_name(name);
+    let mut set = match base {
+        "released" | "paper" | "compact" => PromptSet::embedded(base, family)?,
+        dir => PromptSet::from_dir(Path::new(dir), family)?,
+    };
+    set.icl_format = format;
+    Ok(set)
 }
 
 /// The identity of a prompt set for item keys: its name and revision for
-/// embedded sets, its content hash for a directory.
+/// embedded sets, its content hash for a directory; `#conversation` for the
+/// conversation format.
 ///
 /// Revisions: `compact@2` restates the task after every observation;
 /// `released@2` and `paper@2` (and `rules@2` in a directory's hash) follow
@@ -42,7 +48,7 @@ pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
 /// the environment's task text, plans extracted from and trained inside
 /// the planner prompt's tags).
 pub fn prompt_identity(set: &PromptSet) -> String {
-    match set.name.as_str() {
+    let base = match set.name.as_str() {
         "released" | "paper" => format!("{}@2", set.name),
         "compact" => "compact@2".into(),
         _ => {
@@ -52,14 +58,15 @@ pub fn prompt_identity(set: &PromptSet) -> String {
             }
             format!("dir:{}", &blake3::hash(text.as_bytes()).to_hex()[..16])
         }
-    }
+    };
+    format!("{base}{}", set.icl_format.suffix())
 }
 
 /// What a stage's key records of its prompt set beyond the name it is
 /// configured with: the identity, where the name does not pin it (a
-/// directory; `released` and `paper`, revised by issue 21). `None` for
-/// `compact`: its revision 2 reached item keys only, and its stages keep
-/// their keys.
+/// directory; `released` and `paper`, revised by issue 21; any set in the
+/// conversation format). `None` for `compact`: its revision 2 reached item
+/// keys only, and its stages keep their keys.
 pub fn prompt_revision(name: &str, family: Family) -> Option<String> {
     let id = prompt_identity(&prompt_set(name, family).ok()?);
     (id != name && id != "compact@2").then_some(id)
@@ -255,13 +262,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identities_are_revised() {
+    fn identities_are_revised_and_carry_the_format() {
         let id = |n: &str| prompt_identity(&prompt_set(n, Family::Alfworld).unwrap());
         assert_eq!(id("released"), "released@2");
         assert_eq!(id("paper"), "paper@2");
         assert_eq!(id("compact"), "compact@2");
+        assert_eq!(id("released#conversation"), "released@2#conversation");
         assert_eq!(prompt_revision("compact", Family::Alfworld), None);
         assert_eq!(prompt_revision("released", Family::Alfworld).as_deref(), Some("released@2"));
+        assert_eq!(prompt_revision("compact#conversation", Family::Alfworld).as_deref(), Some("compact@2#conversation"));
+        assert_eq!(prompt_set("released#conversation", Family::Alfworld).unwrap().icl_format, IclFormat::Conversation);
     }
 
     #[test]
