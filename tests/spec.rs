@@ -219,3 +219,20 @@ fn error_long_values_are_clipped() {
     assert!(text.len() < 2_000, "{} bytes", text.len());
     assert!(text.contains("… (100002 characters)"), "{text}");
 }
+
+/// `experiment.icl_format` (ETO's multi-turn example format) names the
+/// prompt set the agent stages resolve; the default leaves it as it was.
+#[test]
+fn icl_format_selects_the_conversation_format() {
+    use mpo_run::agent::prompt::IclFormat;
+    let ctx = TestContext::new();
+    let path = ctx.path("small.toml");
+    let load = |sets: Vec<&str>| spec::load(&path, &LoadOptions { sets: sets.into_iter().map(String::from).collect(), env: Some(vec![]), ..Default::default() });
+    let s = load(vec![]).unwrap().spec;
+    assert_eq!(s.experiment.icl_format, IclFormat::First);
+    assert_eq!(s.experiment.prompt_set_name(), s.experiment.prompts);
+    let s = load(vec!["experiment.icl_format=conversation"]).unwrap().spec;
+    assert_eq!(s.experiment.icl_format, IclFormat::Conversation);
+    assert_eq!(s.experiment.prompt_set_name(), format!("{}#conversation", s.experiment.prompts));
+    assert!(load(vec!["experiment.icl_format=multi"]).is_err());
+}

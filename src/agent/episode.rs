@@ -4,8 +4,11 @@
 //! settings, as released); the action is parsed by the environment's rule;
 //! a reply without an action is answered with the format-error observation
 //! and costs a step; otherwise the action goes to the environment and its
-//! observation (with the plan, for observation insertion) is appended. The
-//! episode ends when the environment says done or at the task's step limit.
+//! observation (with the plan, for observation insertion, whatever the
+//! observation says) is appended. With thought insertion every request ends
+//! with the plan's assistant prefill, and the history keeps only what the
+//! model wrote after it (the release's `call_with_workflow`). The episode
+//! ends when the environment says done or at the task's step limit.
 //!
 //! Failures: a model error fails the episode as an item (it is retried on
 //! the next run); an environment error is returned as such so the caller
@@ -17,7 +20,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::parse::{parse_action, ActionRule};
-use super::prompt::{observation_message, opening, PromptSet};
+use super::prompt::{effective_plan, observation_message, opening, PromptSet};
 use crate::env::{EnvError, Environment, TaskInfo};
 use crate::model::{ChatModel, ChatRequest, Message, ModelError};
 use super::Insertion;
@@ -25,8 +28,49 @@ use super::Insertion;
 /// Switches for quirks of the released loops that shaped published numbers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Quirks {
-    /// ScienceWorld release: a format error zeroes the episode's reward.
+    /// ScienceWorld release: a format error resets the running best score
+    /// to 0; later steps raise it again when their score exceeds it (the
+    /// episode's reward is that running value at the end).
     pub zero_reward_on_format_error: bool,
+}
+
+/// The revision of the loop rules, for the item keys of episodes whose
+/// bytes or reward revision 2 (issue 21: the prefill on every request, the
+/// plan after every observation, empty plans, the quirk's reset) changed
+/// under an unchanged prompt-set identity; `None` where it changed nothing
+/// (no plan or a non-empty plan in the instruction, without the quirk), so
+/// that those episodes keep their keys.
+pub fn rules_revision(plan: Option<&str>, insertion: Insertion, quirks: Quirks) -> Option<u32> {
+    let changed = quirks.zero_reward_on_format_error
+        || plan == Some("")
+        || (plan.is_some() && insertion != Insertion::Instruction);
+    changed.then_some(2)
+}
+
+/// [`rules_revision`] for a stage's key, whose plans are not known yet:
+/// `has_plans` — the stage inserts plans.
+pub fn stage_rules_revision(has_plans: bool, insertion: Insertion, quirks: Quirks) -> Option<u32> {
+    (quirks.zero_reward_on_format_error || (has_plans && insertion != Insertion::Instruction)).then_some(2)
+}
+
+/// The released ScienceWorld loop's running reward under
+/// [`Quirks::zero_reward_on_format_error`]: the best step score, reset to 0
+/// by a format error.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ResettingBest(f64);
+
+impl ResettingBest {
+    pub fn format_error(&mut self) {
+        self.0 = 0.0;
+    }
+    pub fn step(&mut self, score: f64) {
+        if score > self.0 {
+            self.0 = score;
+        }
+    }
+    pub fn value(self) -> f64 {
+        self.0.clamp(0.0, 1.0)
+    }
 }
 
 /// How to run one episode.
@@ -96,19 +140,21 @@ async fn drive(
     let learned = episode.learned_task_type();
     let icl_key = learned.as_ref().map_or(task.icl_key.as_str(), |(_, k)| k.as_str());
     let task_text = episode.task_text();
-    let open = opening(spec.prompts, icl_key, &task_text, spec.plan, spec.insertion)
+    let plan = effective_plan(spec.plan);
+    let open = opening(spec.prompts, icl_key, &task_text, plan, spec.insertion)
         .map_err(|e| EpisodeError::Setup(format!("{e:#}")))?;
     let mut messages = open.messages;
-    let mut prefill = open.prefill;
+    // Thought insertion: the same prefill ends every request.
+    let prefill = open.prefill;
     let (mut reward, mut success, mut done) = (0.0, false, false);
     let (mut prompt_tokens, mut completion_tokens) = (0, 0);
-    let mut format_error = false;
+    let mut quirk_reward = ResettingBest::default();
     let mut steps = 0u64;
     while steps < task.max_steps as u64 && !done {
         let mut request = ChatRequest::new(messages.clone());
         request.params.temperature = Some(spec.temperature);
         request.params.seed = spec.seed.map(|s| s.wrapping_add(steps));
-        request.prefill = prefill.take();
+        request.prefill = prefill.clone();
         let completion = model.chat(&request).await?;
         prompt_tokens += completion.prompt_tokens;
         completion_tokens += completion.completion_tokens;
@@ -117,7 +163,7 @@ async fn drive(
         steps += 1;
         match parse_action(&reply, rule) {
             None => {
-                format_error = true;
+                quirk_reward.format_error();
                 messages.push(Message::user(format!("Observation: {}", rule.format_error())));
             }
             Some(action) => {
@@ -125,20 +171,20 @@ async fn drive(
                 reward = out.reward;
                 success = out.success;
                 done = out.done;
-                let ok = !out.invalid;
+                quirk_reward.step(episode.last_score().unwrap_or(out.reward));
                 messages.push(Message::user(observation_message(
                     spec.prompts,
                     &out.observation,
                     &task_text,
-                    spec.plan,
+                    plan,
                     spec.insertion,
-                    ok,
+                    true,
                 )));
             }
         }
     }
-    if format_error && spec.quirks.zero_reward_on_format_error {
-        reward = 0.0;
+    if spec.quirks.zero_reward_on_format_error {
+        reward = quirk_reward.value();
     }
     // An environment that enforces the same step limit says "done" at the
     // limit: that is still the step limit, not the environment ending it.
@@ -160,4 +206,35 @@ async fn drive(
         messages,
         task_type: learned.map(|(t, _)| t),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_revision_marks_only_the_episodes_it_changed() {
+        let q = Quirks::default();
+        let quirk = Quirks { zero_reward_on_format_error: true };
+        assert_eq!(rules_revision(None, Insertion::Instruction, q), None);
+        assert_eq!(rules_revision(Some("Step 1: a"), Insertion::Instruction, q), None);
+        assert_eq!(rules_revision(None, Insertion::Thought, q), None);
+        assert_eq!(rules_revision(Some(""), Insertion::Instruction, q), Some(2));
+        assert_eq!(rules_revision(Some("Step 1: a"), Insertion::Thought, q), Some(2));
+        assert_eq!(rules_revision(Some("Step 1: a"), Insertion::Observation, q), Some(2));
+        assert_eq!(rules_revision(None, Insertion::Instruction, quirk), Some(2));
+        assert_eq!(stage_rules_revision(false, Insertion::Thought, q), None);
+        assert_eq!(stage_rules_revision(true, Insertion::Observation, q), Some(2));
+    }
+
+    #[test]
+    fn the_quirk_resets_and_recovers() {
+        let mut r = ResettingBest::default();
+        r.step(0.5);
+        r.format_error();
+        assert_eq!(r.value(), 0.0);
+        r.step(0.25);
+        r.step(0.1);
+        assert_eq!(r.value(), 0.25);
+    }
 }

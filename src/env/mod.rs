@@ -67,6 +67,11 @@ pub trait Episode: Send {
     fn learned_task_type(&self) -> Option<(String, String)> {
         None
     }
+    /// The last step's own score (0–1) where the reward is a best-of
+    /// (ScienceWorld); `None` where the step's reward is the score.
+    fn last_score(&self) -> Option<f64> {
+        None
+    }
     /// Releases server/worker resources (always called).
     async fn close(self: Box<Self>);
 }

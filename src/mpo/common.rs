@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::episode::{run_episode, EpisodeResult, EpisodeSpec, Quirks};
-use crate::agent::prompt::{Family, PromptSet};
+use crate::agent::prompt::{Family, IclFormat, PromptSet};
 use crate::env::{Environment, TaskInfo};
 use crate::model::{ChatModel, ChatRequest, Message};
 use crate::spec::Insertion;
@@ -25,41 +25,58 @@ pub fn derive_seed(base: u64, parts: &[&str]) -> u64 {
     u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) >> 1
 }
 
-/// The plan inside a planner's reply: the text between `<workflow>` tags
-/// (or `<meta_plan>` tags), or the whole reply when there are none.
-pub fn extract_plan(reply: &str) -> String {
-    for (open, close) in [("<workflow>", "</workflow>"), ("<meta_plan>", "</meta_plan>"), ("<meta plan>", "</meta plan>")] {
-        if let Some(start) = reply.find(open) {
-            let rest = &reply[start + open.len()..];
-            let end = rest.find(close).unwrap_or(rest.len());
-            return rest[..end].trim().to_string();
-        }
-    }
-    reply.trim().to_string()
-}
-
-/// The prompt set a spec names (`released`, `paper` or a directory).
+/// The prompt set a spec names (`released`, `paper`, `compact` or a
+/// directory), with `#conversation` for ETO's multi-turn example format
+/// (`experiment.icl_format`).
 pub fn prompt_set(name: &str, family: Family) -> Result<PromptSet> {
-    match name {
-        "released" | "paper" | "compact" => PromptSet::embedded(name, family),
-        dir => PromptSet::from_dir(Path::new(dir), family),
-    }
+    let (base, format) = IclFormat::split_name(name);
+    let mut set = match base {
+        "released" | "paper" | "compact" => PromptSet::embedded(base, family)?,
+        dir => PromptSet::from_dir(Path::new(dir), family)?,
+    };
+    set.icl_format = format;
+    Ok(set)
 }
 
-/// The identity of a prompt set for item keys: its name for embedded sets,
-/// its content hash for a directory.
+/// The identity of a prompt set for item keys: its name and revision for
+/// embedded sets, its content hash for a directory; `#conversation` for the
+/// conversation format.
+///
+/// Revisions: `compact@2` restates the task after every observation;
+/// `released@2` and `paper@2` (and `rules@2` in a directory's hash) follow
+/// the release byte for byte (issue 21: the example join, the planner given
+/// the environment's task text, plans extracted from and trained inside
+/// the planner prompt's tags).
 pub fn prompt_identity(set: &PromptSet) -> String {
-    match set.name.as_str() {
-        "released" | "paper" => return set.name.clone(),
-        // Version 2 restates the task after every observation.
-        "compact" => return "compact@2".into(),
-        _ => {}
+    let base = match set.name.as_str() {
+        "released" | "paper" => format!("{}@2", set.name),
+        "compact" => "compact@2".into(),
+        _ => {
+            let mut text = format!("rules@2\n{}\n{:?}\n{}", set.instruction, set.icl, set.planner);
+            if set.observation != crate::agent::prompt::PLAIN_OBSERVATION {
+                text.push_str(&format!("\n{}", set.observation));
+            }
+            format!("dir:{}", &blake3::hash(text.as_bytes()).to_hex()[..16])
+        }
+    };
+    format!("{base}{}", set.icl_format.suffix())
+}
+
+/// What a stage's key records of its prompt set beyond the name it is
+/// configured with: the identity, where the name does not pin it (a
+/// directory; `released` and `paper`, revised by issue 21; any set in the
+/// conversation format). `None` for `compact`: its revision 2 reached item
+/// keys only, and its stages keep their keys.
+pub fn prompt_revision(name: &str, family: Family) -> Option<String> {
+    let id = prompt_identity(&prompt_set(name, family).ok()?);
+    (id != name && id != "compact@2").then_some(id)
+}
+
+/// Adds [`prompt_revision`] to a stage's config as `prompt_id`.
+pub fn record_prompt_revision(config: &mut serde_json::Value, name: &str, family: Family) {
+    if let Some(id) = prompt_revision(name, family) {
+        config["prompt_id"] = id.into();
     }
-    let mut text = format!("{}\n{:?}\n{}", set.instruction, set.icl, set.planner);
-    if set.observation != crate::agent::prompt::PLAIN_OBSERVATION {
-        text.push_str(&format!("\n{}", set.observation));
-    }
-    format!("dir:{}", &blake3::hash(text.as_bytes()).to_hex()[..16])
 }
 
 /// One plan sampled from a planner: a greedy or seeded chat call with the
@@ -84,7 +101,7 @@ pub async fn sample_plan(
         // scores and pairs like any other.
         tracing::warn!("the planner answered with an empty plan");
     }
-    Ok((extract_plan(&reply), reply))
+    Ok((prompts.extract_plan(&reply), reply))
 }
 
 /// What a planner-calling stage needs: the env, the model (ready), the
@@ -102,18 +119,21 @@ pub async fn planner_setup(
     Ok((env, model, prompts, pid))
 }
 
-/// The goal a planner is given for `task`.
+/// The goal of `task` (the judge's task description).
 pub async fn planner_goal(env: &dyn Environment, task: &TaskInfo) -> Result<String> {
     Ok(planner_task_text(&env.task_text(task).await?))
 }
 
-/// The task text a planner sees: the goal line of the task (`Your task is
-/// to: …` → `…`), else the whole text.
+/// What the planner of `prompts` is given for `task`: the environment's
+/// task text, or its goal for `compact` ([`PromptSet::planner_task`]).
+pub async fn planner_input(env: &dyn Environment, task: &TaskInfo, prompts: &PromptSet) -> Result<String> {
+    Ok(prompts.planner_task(&env.task_text(task).await?))
+}
+
+/// The goal line of a task text (`Your task is to: …` → `…`), else the
+/// whole text.
 pub fn planner_task_text(task_text: &str) -> String {
-    match task_text.rsplit_once("Your task is to: ") {
-        Some((_, goal)) => goal.trim().to_string(),
-        None => task_text.trim().to_string(),
-    }
+    crate::agent::prompt::task_goal(task_text)
 }
 
 /// An episode as journaled: the result, or an environment failure after
@@ -242,11 +262,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plans_are_taken_from_tags_or_whole() {
-        assert_eq!(extract_plan("sure!\n<workflow>\nStep 1: a\nStep 2: b\n</workflow>\nbye"), "Step 1: a\nStep 2: b");
-        assert_eq!(extract_plan("<meta_plan>Step 1: x</meta_plan>"), "Step 1: x");
-        assert_eq!(extract_plan("  Step 1: y  "), "Step 1: y");
-        assert_eq!(extract_plan("<workflow>Step 1: unterminated"), "Step 1: unterminated");
+    fn identities_are_revised_and_carry_the_format() {
+        let id = |n: &str| prompt_identity(&prompt_set(n, Family::Alfworld).unwrap());
+        assert_eq!(id("released"), "released@2");
+        assert_eq!(id("paper"), "paper@2");
+        assert_eq!(id("compact"), "compact@2");
+        assert_eq!(id("released#conversation"), "released@2#conversation");
+        assert_eq!(prompt_revision("compact", Family::Alfworld), None);
+        assert_eq!(prompt_revision("released", Family::Alfworld).as_deref(), Some("released@2"));
+        assert_eq!(prompt_revision("compact#conversation", Family::Alfworld).as_deref(), Some("compact@2#conversation"));
+        assert_eq!(prompt_set("released#conversation", Family::Alfworld).unwrap().icl_format, IclFormat::Conversation);
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   inputs' keys.
 //!
 //! The dataset is built here as text (the planner prompt of each task and
-//! the reply trained on); the training engine (`[train.dpo] engine`)
+//! the reply trained on: the plan in the planner prompt's tags,
+//! `PromptSet::plan_target`); the training engine (`[train.dpo] engine`)
 //! tokenises and trains it.
 
 use std::path::PathBuf;
@@ -54,6 +55,7 @@ impl Stage for DpoWork {
     fn config(&self) -> serde_json::Value {
         let mut v = serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train });
         v["beta"] = serde_json::json!(self.beta);
+        super::common::record_prompt_revision(&mut v, &self.prompts, self.family);
         v
     }
     fn bind(&mut self, input_keys: &[String]) {
@@ -73,8 +75,8 @@ impl Stage for DpoWork {
             .map(|l| Preference {
                 task_id: l.task_id.clone(),
                 prompt: prompts.planner_prompt(&l.goal),
-                chosen: l.chosen.clone(),
-                rejected: l.rejected.clone(),
+                chosen: prompts.plan_target(&l.chosen),
+                rejected: prompts.plan_target(&l.rejected),
             })
             .collect();
         let method = Method::Dpo { beta: self.beta };

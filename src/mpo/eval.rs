@@ -19,8 +19,9 @@ use std::sync::Arc;
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use super::common::{derive_seed, episode_item, episode_row, prompt_identity, prompt_set, RowContext};
+use super::common::{record_prompt_revision, derive_seed, episode_item, episode_row, prompt_identity, prompt_set, RowContext};
 use super::test_plans::{read_plans, variant_name};
+use crate::agent::episode::{rules_revision, stage_rules_revision};
 use crate::env::TaskInfo;
 use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
 use crate::plan::short_hash;
@@ -52,7 +53,7 @@ pub struct EvalWork {
 
 impl EvalWork {
     pub fn config(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut c = serde_json::json!({
             "agent": self.agent.config(),
             "env": self.env.identity(),
             "env_name": self.env_name,
@@ -65,7 +66,12 @@ impl EvalWork {
             "temperature": self.temperature,
             "seed": self.seed,
             "quirks": self.quirks,
-        })
+        });
+        record_prompt_revision(&mut c, &self.prompts, self.env.family());
+        if let Some(r) = stage_rules_revision(self.planner != PlannerVariant::None, self.insertion, self.quirks) {
+            c["rules"] = r.into();
+        }
+        c
     }
 
     pub fn tasks(&self) -> Result<Vec<TaskInfo>> {
@@ -78,15 +84,16 @@ impl EvalWork {
     }
 
     fn item_key(&self, env_id: &serde_json::Value, pid: &str, task_id: &str, plan: Option<&str>) -> String {
-        short_hash(
-            &serde_json::json!({
-                "stage": "episode", "agent": self.agent.identity(), "env": env_id, "task": task_id,
-                "plan": plan, "insertion": plan.map(|_| self.insertion), "prompts": pid,
-                "temperature": self.temperature, "seed": self.episode_seed(task_id), "rollout": 0,
-                "quirks": (self.quirks != Default::default()).then_some(self.quirks),
-            })
-            .to_string(),
-        )
+        let mut key = serde_json::json!({
+            "stage": "episode", "agent": self.agent.identity(), "env": env_id, "task": task_id,
+            "plan": plan, "insertion": plan.map(|_| self.insertion), "prompts": pid,
+            "temperature": self.temperature, "seed": self.episode_seed(task_id), "rollout": 0,
+            "quirks": (self.quirks != Default::default()).then_some(self.quirks),
+        });
+        if let Some(r) = rules_revision(plan, self.insertion, self.quirks) {
+            key["rules"] = r.into();
+        }
+        short_hash(&key.to_string())
     }
 
     /// Item keys; `plans` is `None` for the `none` variant.

@@ -22,9 +22,10 @@ use std::sync::Arc;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::common::{derive_seed, episode_item, episode_row, prompt_identity, prompt_set, EpisodeItem, RowContext};
+use super::common::{record_prompt_revision, derive_seed, episode_item, episode_row, prompt_identity, prompt_set, EpisodeItem, RowContext};
 use super::common::{read_jsonl, write_jsonl};
 use super::sample_plans::SampledPlan;
+use crate::agent::episode::{rules_revision, stage_rules_revision, Quirks};
 use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
 use crate::plan::short_hash;
 use crate::spec::{EnvSpec, Insertion};
@@ -68,7 +69,7 @@ pub struct ScoredPlan {
 
 impl McRolloutsWork {
     pub fn config(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut c = serde_json::json!({
             "env": self.env.identity(),
             "explorer": self.explorer.config(),
             "prompts": self.prompts,
@@ -76,7 +77,12 @@ impl McRolloutsWork {
             "temperature": self.temperature,
             "insertion": self.insertion,
             "seed": self.seed,
-        })
+        });
+        record_prompt_revision(&mut c, &self.prompts, self.env.family());
+        if let Some(r) = stage_rules_revision(true, self.insertion, Quirks::default()) {
+            c["rules"] = r.into();
+        }
+        c
     }
 
     fn rollout_seed(&self, p: &SampledPlan, j: u32) -> u64 {
@@ -84,14 +90,15 @@ impl McRolloutsWork {
     }
 
     fn item_key(&self, env_id: &serde_json::Value, pid: &str, p: &SampledPlan, j: u32) -> String {
-        short_hash(
-            &serde_json::json!({
-                "stage": "episode", "agent": self.explorer.identity(), "env": env_id, "task": p.task.task_id,
-                "plan": p.text, "insertion": self.insertion, "prompts": pid,
-                "temperature": self.temperature, "seed": self.rollout_seed(p, j), "rollout": j,
-            })
-            .to_string(),
-        )
+        let mut key = serde_json::json!({
+            "stage": "episode", "agent": self.explorer.identity(), "env": env_id, "task": p.task.task_id,
+            "plan": p.text, "insertion": self.insertion, "prompts": pid,
+            "temperature": self.temperature, "seed": self.rollout_seed(p, j), "rollout": j,
+        });
+        if let Some(r) = rules_revision(Some(&p.text), self.insertion, Quirks::default()) {
+            key["rules"] = r.into();
+        }
+        short_hash(&key.to_string())
     }
 
     /// Item keys, once the plans exist.

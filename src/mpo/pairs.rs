@@ -12,7 +12,10 @@
 //!   (tasks, pairs, skipped), and `datasets/` in the formats external
 //!   trainers read: TRL (`prompt`/`chosen`/`rejected` JSONL) and
 //!   LLaMA-Factory (sharegpt, `ranking: true` for DPO) with
-//!   `dataset_info.json`.
+//!   `dataset_info.json`: the release's format (`construct_metaplan_pairs.py`),
+//!   plans in the planner prompt's tags (`<workflow>\n{plan}\n</workflow>`),
+//!   ScienceWorld pairs with their Q as `reward`. `train.jsonl` and the
+//!   tables hold bare plans.
 //! - Key: the planner prompt set and the input's key.
 
 use std::path::{Path, PathBuf};
@@ -178,7 +181,8 @@ pub async fn run(w: &PairsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Resul
         })
         .collect();
     write_jsonl(&writer.path(TRAIN), &train)?;
-    export_datasets(writer, &sel, &prompt_of)?;
+    let target = |plan: &str| prompts.plan_target(plan);
+    export_datasets(writer, &sel, &prompt_of, &target, family == crate::agent::prompt::Family::Sciworld)?;
     Ok(StageOutput::new(0, 0).table("pairs", n).file("rft.jsonl", rft.len()))
 }
 
@@ -187,19 +191,37 @@ const DATASETS: &str = "datasets";
 /// Its files: LLaMA-Factory's DPO and RFT sets, TRL's DPO set.
 const DATASET_FILES: [&str; 3] = ["mpo_dpo.json", "mpo_rft.json", "trl_dpo.jsonl"];
 
-fn export_datasets(writer: &ArtifactWriter, sel: &Selection, prompt_of: &dyn Fn(&str) -> String) -> Result<()> {
+/// The datasets as the release feeds LLaMA-Factory
+/// (`construct_metaplan_pairs.py`): the planner prompt as the human turn,
+/// each plan as the planner is trained to write it (`target`:
+/// `<workflow>\n{plan}\n</workflow>` for the released prompts) and, for
+/// ScienceWorld (`with_reward`), each plan's Q as `reward`; TRL's
+/// `prompt`/`chosen`/`rejected` with the same texts.
+fn export_datasets(
+    writer: &ArtifactWriter,
+    sel: &Selection,
+    prompt_of: &dyn Fn(&str) -> String,
+    target: &dyn Fn(&str) -> String,
+    with_reward: bool,
+) -> Result<()> {
     use crate::train::dataset::{self, Completion, Preference};
     let dir = writer.path(DATASETS);
     std::fs::create_dir_all(&dir)?;
     let pairs: Vec<Preference> = sel
         .pairs
         .iter()
-        .map(|p| Preference { task_id: p.task_id.clone(), prompt: prompt_of(&p.task_id), chosen: p.chosen.clone(), rejected: p.rejected.clone() })
+        .map(|p| Preference { task_id: p.task_id.clone(), prompt: prompt_of(&p.task_id), chosen: target(&p.chosen), rejected: target(&p.rejected) })
         .collect();
     let best: Vec<Completion> =
-        sel.best.iter().map(|(t, _, text)| Completion { task_id: t.clone(), prompt: prompt_of(t), completion: text.clone() }).collect();
+        sel.best.iter().map(|(t, _, text)| Completion { task_id: t.clone(), prompt: prompt_of(t), completion: target(text) }).collect();
     dataset::write_json_lines(&dir.join("trl_dpo.jsonl"), &dataset::trl_dpo(&pairs))?;
-    dataset::write_json_array(&dir.join("mpo_dpo.json"), &dataset::llamafactory_dpo(&pairs))?;
+    let mut lf_dpo = dataset::llamafactory_dpo(&pairs);
+    if with_reward {
+        for (row, p) in lf_dpo.iter_mut().zip(&sel.pairs) {
+            row["reward"] = serde_json::json!({"chosen": p.chosen_q, "rejected": p.rejected_q});
+        }
+    }
+    dataset::write_json_array(&dir.join("mpo_dpo.json"), &lf_dpo)?;
     dataset::write_json_array(&dir.join("mpo_rft.json"), &dataset::llamafactory_sft(&best))?;
     let info = serde_json::json!({
         "mpo_dpo": dataset::llamafactory_dpo_info("mpo_dpo.json"),

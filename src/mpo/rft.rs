@@ -6,7 +6,8 @@
 //! - Key: the base, the prompt set, the training config; the inputs' keys.
 //!
 //! The dataset is built here as text (the planner prompt of each task and
-//! the reply trained on); the training engine (`[train.rft] engine`)
+//! the reply trained on: the plan in the planner prompt's tags,
+//! `PromptSet::plan_target`); the training engine (`[train.rft] engine`)
 //! tokenises and trains it.
 
 use std::path::PathBuf;
@@ -47,7 +48,9 @@ impl Stage for RftWork {
         VERSION
     }
     fn config(&self) -> serde_json::Value {
-        serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train })
+        let mut v = serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train });
+        super::common::record_prompt_revision(&mut v, &self.prompts, self.family);
+        v
     }
     fn bind(&mut self, input_keys: &[String]) {
         self.base.bind(input_keys);
@@ -63,7 +66,7 @@ impl Stage for RftWork {
         }
         let rows: Vec<Completion> = lines
             .into_iter()
-            .map(|l| Completion { prompt: prompts.planner_prompt(&l.goal), completion: l.chosen, task_id: l.task_id })
+            .map(|l| Completion { prompt: prompts.planner_prompt(&l.goal), completion: prompts.plan_target(&l.chosen), task_id: l.task_id })
             .collect();
         let (out, _) = super::training::train(ctx, writer, &self.base, Dataset::Completions(rows), Method::Sft, &self.train).await?;
         Ok(out)

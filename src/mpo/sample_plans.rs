@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::common::{derive_seed, read_jsonl, write_jsonl, planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
+use super::common::{planner_input, record_prompt_revision, derive_seed, read_jsonl, write_jsonl, planner_setup, prompt_identity, prompt_set, sample_plan};
 use crate::env::TaskInfo;
 use crate::stage::{Items, NodeCtx, Stage, StageOutput};
 use crate::plan::short_hash;
@@ -64,7 +64,7 @@ pub struct SampledPlan {
 
 impl SamplePlansWork {
     pub fn config(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut c = serde_json::json!({
             "env": self.env.identity(),
             "env_name": self.env_name,
             "model": self.model.config(),
@@ -74,7 +74,9 @@ impl SamplePlansWork {
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
-        })
+        });
+        record_prompt_revision(&mut c, &self.prompts, self.env.family());
+        c
     }
 
     pub fn tasks(&self) -> Result<Vec<TaskInfo>> {
@@ -115,7 +117,7 @@ pub async fn run(w: &SamplePlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) ->
     let (env, model, prompts, pid) = planner_setup(ctx, &w.env, &w.model, &w.prompts).await?;
     let mut items = Vec::new();
     for task in w.tasks()? {
-        let text = planner_goal(env.as_ref(), &task).await?;
+        let text = planner_input(env.as_ref(), &task, &prompts).await?;
         for i in 0..w.m {
             items.push((w.item_key(&pid, &task.task_id, i), (task.clone(), text.clone(), i, w.sample_seed(&task.task_id, i))));
         }

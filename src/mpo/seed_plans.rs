@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{derive_seed, prompt_set, read_jsonl, write_jsonl};
 use super::expert::ExpertTrajectory;
-use crate::agent::prompt::{render_example, PromptSet};
+use crate::agent::prompt::{render_transcript, PlannerInput, PromptSet};
 use crate::model::{ChatModel, ChatRequest, Message};
 use crate::spec::ModelSpec;
 
@@ -72,7 +72,14 @@ pub fn read_seed_set(artifact: &Path) -> Result<Vec<SeedPlan>> {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SeedPlan {
     pub task_id: String,
+    /// The goal (the teacher's `{task}`).
     pub task: String,
+    /// The task text the environment prints (the agent's `{task}`: the
+    /// built-in world's room and goal; ScienceWorld's task description),
+    /// what planners of the released sets are given. Absent in seed sets
+    /// written before it (and in user files without it): `task` then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_text: Option<String>,
     pub plan: String,
     /// The App. C failure mode injected, if any.
     pub flaw: Option<String>,
@@ -80,6 +87,16 @@ pub struct SeedPlan {
     /// is not part of the seed set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+}
+
+impl SeedPlan {
+    /// What the planner of `prompts` is given for this entry's task.
+    pub fn planner_task(&self, prompts: &PromptSet) -> String {
+        match prompts.planner_input {
+            PlannerInput::Goal => self.task.clone(),
+            PlannerInput::TaskText => prompts.planner_task(self.task_text.as_deref().unwrap_or(&self.task)),
+        }
+    }
 }
 
 /// The meta plan in a teacher's reply: the text between `<meta_plan>` (or
@@ -130,7 +147,7 @@ impl Stage for SeedPlansWork {
         VERSION
     }
     fn config(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut config = serde_json::json!({
             "teacher": self.teacher,
             "teacher_model": self.teacher_model,
             "prompts": self.teacher_model.as_ref().map(|_| &self.prompts),
@@ -138,7 +155,14 @@ impl Stage for SeedPlansWork {
             "flaw_rate": self.flaw_rate,
             "seed": self.seed,
             "tasks": self.tasks,
-        })
+        });
+        // The seed set records each task's text for planners that are given
+        // it (every set but `compact`); the artifact is rewritten once from
+        // the journaled items, without asking the teacher again.
+        if prompt_set(&self.prompts, self.family()).is_ok_and(|p| p.planner_input == PlannerInput::TaskText) {
+            config["task_text"] = true.into();
+        }
+        config
     }
     fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
         Ok(Items::Keys(self.item_keys()?))
@@ -195,6 +219,8 @@ impl SeedPlansWork {
 pub async fn run(w: &SeedPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
     let trajectories = super::expert::read_trajectories(ctx.input(w.expert)?)?;
     let trajectories: Vec<_> = trajectories.into_iter().take(w.tasks).collect();
+    let texts: std::collections::HashMap<String, String> =
+        trajectories.iter().map(|t| (t.task_id.clone(), t.initial_observation.clone())).collect();
     let items: Vec<(String, ExpertTrajectory)> =
         trajectories.into_iter().map(|t| (w.item_key(&t.task_id), t)).collect();
     let results = match &w.teacher_model {
@@ -212,7 +238,7 @@ pub async fn run(w: &SeedPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> R
         }
         None => rule_seeds(w, ctx, items).await?,
     };
-    finish(w, writer, results)
+    finish(w, writer, results, &texts)
 }
 
 async fn rule_seeds(
@@ -232,6 +258,7 @@ async fn rule_seeds(
                 let entry = SeedPlan {
                     task_id: t.task_id.clone(),
                     task: t.goal.clone(),
+                    task_text: None,
                     plan: p.text,
                     flaw: p.flaw.map(|f| format!("{f:?}")),
                     failure: None,
@@ -245,7 +272,7 @@ async fn rule_seeds(
 /// Asks the teacher model for a seed plan, retrying unparseable replies.
 async fn llm_seed(model: &dyn ChatModel, prompts: &PromptSet, t: &ExpertTrajectory, attempts: u32, seed: u64) -> Result<SeedPlan> {
     let messages = super::expert::trajectory_messages(t);
-    let conversation = render_example(&messages);
+    let conversation = render_transcript(&messages);
     let prompt = prompts.seed_prompt(&t.goal, conversation.trim_end());
     let mut last = String::new();
     for k in 0..attempts.max(1) {
@@ -257,22 +284,33 @@ async fn llm_seed(model: &dyn ChatModel, prompts: &PromptSet, t: &ExpertTrajecto
         let reply = model.chat(&req).await.map_err(|e| anyhow!("teacher call failed: {e}"))?;
         let text = reply.texts.into_iter().next().unwrap_or_default();
         match parse_meta_plan(&text) {
-            Some(plan) => return Ok(SeedPlan { task_id: t.task_id.clone(), task: t.goal.clone(), plan, flaw: None, failure: None }),
+            Some(plan) => {
+                return Ok(SeedPlan { task_id: t.task_id.clone(), task: t.goal.clone(), task_text: None, plan, flaw: None, failure: None })
+            }
             None => last = text.chars().take(200).collect(),
         }
     }
     Ok(SeedPlan {
         task_id: t.task_id.clone(),
         task: t.goal.clone(),
+        task_text: None,
         plan: String::new(),
         flaw: None,
         failure: Some(format!("no <meta_plan> with steps after {attempts} attempts; last reply began: {last:?}")),
     })
 }
 
-fn finish(w: &SeedPlansWork, writer: &ArtifactWriter, results: crate::stage::ItemResults) -> Result<StageOutput> {
-    let all: Vec<SeedPlan> =
+fn finish(
+    w: &SeedPlansWork,
+    writer: &ArtifactWriter,
+    results: crate::stage::ItemResults,
+    texts: &std::collections::HashMap<String, String>,
+) -> Result<StageOutput> {
+    let mut all: Vec<SeedPlan> =
         results.values.iter().map(|v| serde_json::from_value(v.clone())).collect::<Result<_, _>>()?;
+    for s in &mut all {
+        s.task_text = texts.get(&s.task_id).cloned();
+    }
     let (seeds, failures): (Vec<SeedPlan>, Vec<SeedPlan>) = all.into_iter().partition(|s| s.failure.is_none());
     write_jsonl(&writer.path("failures.jsonl"), &failures)?;
     if !failures.is_empty() {
@@ -358,14 +396,16 @@ impl Stage for SeedFileWork {
 }
 
 /// `mpo_seed_sft.json` (LLaMA-Factory) and `trl_seed_sft.jsonl` (TRL):
-/// the planner prompt of each seed task and its plan.
+/// the planner prompt of each seed task and its plan as the planner is
+/// trained to write it (in the prompt's tags: `<workflow>\n{plan}\n</workflow>`
+/// for the released prompts, as the release's SFT data has it).
 fn export_seed_set(artifact: &Path, to: &Path, prompts: &str, family: crate::agent::prompt::Family) -> Result<Exported> {
     use crate::train::dataset::{self, Completion};
     let set = prompt_set(prompts, family)?;
     let rows: Vec<Completion> = read_seed_set(artifact)?
         .into_iter()
         .filter(|s| s.failure.is_none() && !s.plan.is_empty())
-        .map(|s| Completion { prompt: set.planner_prompt(&s.task), completion: s.plan, task_id: s.task_id })
+        .map(|s| Completion { prompt: set.planner_prompt(&s.planner_task(&set)), completion: set.plan_target(&s.plan), task_id: s.task_id })
         .collect();
     let file = to.join("mpo_seed_sft.json");
     dataset::write_json_array(&file, &dataset::llamafactory_sft(&rows))?;
@@ -383,7 +423,7 @@ pub async fn run_file(w: &SeedFileWork, writer: &ArtifactWriter) -> Result<Stage
     let mut seeds = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let s: SeedPlan = serde_json::from_str(line)
-            .map_err(|e| anyhow!("`{}` line {}: {e}; each line must be {{\"task_id\", \"task\", \"plan\"}}", w.path, i + 1))?;
+            .map_err(|e| anyhow!("`{}` line {}: {e}; each line must be {{\"task_id\", \"task\", \"plan\"}} (and optionally \"task_text\")", w.path, i + 1))?;
         if s.plan.trim().is_empty() {
             return Err(anyhow!("`{}` line {}: empty plan", w.path, i + 1));
         }

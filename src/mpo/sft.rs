@@ -6,7 +6,8 @@
 //! - Key: the base, the prompt set, the training config; the inputs' keys.
 //!
 //! The dataset is built here as text (the planner prompt of each task and
-//! the reply trained on); the training engine (`[train.sft] engine`)
+//! the reply trained on: the plan in the planner prompt's tags,
+//! `PromptSet::plan_target`); the training engine (`[train.sft] engine`)
 //! tokenises and trains it.
 
 use std::path::PathBuf;
@@ -47,7 +48,9 @@ impl Stage for SftWork {
         VERSION
     }
     fn config(&self) -> serde_json::Value {
-        serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train })
+        let mut v = serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train });
+        super::common::record_prompt_revision(&mut v, &self.prompts, self.family);
+        v
     }
     fn bind(&mut self, input_keys: &[String]) {
         self.base.bind(input_keys);
@@ -60,7 +63,7 @@ impl Stage for SftWork {
         let rows: Vec<Completion> = super::seed_plans::read_seed_set(ctx.input(self.data)?)?
             .into_iter()
             .filter(|s| s.failure.is_none() && !s.plan.is_empty())
-            .map(|s| Completion { prompt: prompts.planner_prompt(&s.task), completion: s.plan, task_id: s.task_id })
+            .map(|s| Completion { prompt: prompts.planner_prompt(&s.planner_task(&prompts)), completion: prompts.plan_target(&s.plan), task_id: s.task_id })
             .collect();
         let (out, _) = super::training::train(ctx, writer, &self.base, Dataset::Completions(rows), Method::Sft, &self.train).await?;
         Ok(out)

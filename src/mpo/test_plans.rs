@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::common::{planner_goal, planner_setup, prompt_identity, prompt_set, sample_plan};
+use super::common::{planner_input, record_prompt_revision, planner_setup, prompt_identity, prompt_set, sample_plan};
 use super::common::{read_jsonl, write_jsonl};
 use crate::env::TaskInfo;
 use crate::stage::{Items, NodeCtx, Stage, StageOutput};
@@ -60,7 +60,7 @@ pub fn variant_name(v: PlannerVariant) -> &'static str {
 
 impl TestPlansWork {
     pub fn config(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut c = serde_json::json!({
             "variant": self.variant,
             "env": self.env.identity(),
             "env_name": self.env_name,
@@ -69,7 +69,9 @@ impl TestPlansWork {
             "model": self.model.config(),
             "prompts": self.prompts,
             "max_tokens": self.max_tokens,
-        })
+        });
+        record_prompt_revision(&mut c, &self.prompts, self.env.family());
+        c
     }
 
     pub fn tasks(&self) -> Result<Vec<TaskInfo>> {
@@ -97,7 +99,7 @@ pub async fn run(w: &TestPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> R
     let (env, model, prompts, pid) = planner_setup(ctx, &w.env, &w.model, &w.prompts).await?;
     let mut items = Vec::new();
     for task in w.tasks()? {
-        let goal = planner_goal(env.as_ref(), &task).await?;
+        let goal = planner_input(env.as_ref(), &task, &prompts).await?;
         items.push((w.item_key(&pid, &task.task_id), (task.task_id.clone(), goal)));
     }
     let max_tokens = w.max_tokens;

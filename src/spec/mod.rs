@@ -86,6 +86,10 @@ pub struct ExperimentSpec {
     /// the same files.
     #[serde(default = "default_prompt_set")]
     pub prompts: String,
+    /// How agents get the 1-shot example: `first` (one message, MPO's
+    /// configs, default) or `conversation` (ETO's multi-turn format).
+    #[serde(default, skip_serializing_if = "is_default_icl_format")]
+    pub icl_format: crate::agent::prompt::IclFormat,
     /// Retries of an episode whose environment failed (a dead worker, a
     /// server gone), before it is recorded as an environment failure.
     #[serde(default = "default_env_retries")]
@@ -94,6 +98,17 @@ pub struct ExperimentSpec {
 
 fn default_prompt_set() -> String {
     "released".into()
+}
+fn is_default_icl_format(f: &crate::agent::prompt::IclFormat) -> bool {
+    *f == crate::agent::prompt::IclFormat::First
+}
+
+impl ExperimentSpec {
+    /// The prompt set stages resolve (`prompts`, with `#conversation` for
+    /// the conversation format; see `mpo::common::prompt_set`).
+    pub fn prompt_set_name(&self) -> String {
+        format!("{}{}", self.prompts, self.icl_format.suffix())
+    }
 }
 fn default_env_retries() -> u32 {
     2

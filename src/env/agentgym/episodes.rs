@@ -209,6 +209,8 @@ struct SciworldEpisode {
     task: String,
     task_name: Option<String>,
     best: f64,
+    /// The last step's score, 0–1.
+    last: Option<f64>,
     steps: u32,
     max_steps: u32,
     done: bool,
@@ -232,6 +234,7 @@ impl SciworldEpisode {
             task,
             task_name,
             best: 0.0,
+            last: None,
             steps: 0,
             max_steps,
             done: false,
@@ -247,6 +250,9 @@ impl Episode for SciworldEpisode {
     fn learned_task_type(&self) -> Option<(String, String)> {
         self.task_name.clone().map(|n| (n, "default".to_string()))
     }
+    fn last_score(&self) -> Option<f64> {
+        self.last
+    }
     async fn step(&mut self, action: &str) -> Result<StepOutcome, EnvError> {
         let r = self
             .session
@@ -256,6 +262,7 @@ impl Episode for SciworldEpisode {
         let observation = str_field(&r, "observation", &what)?;
         self.steps += 1;
         let score = f64_field(&r, "score");
+        self.last = Some(score / 100.0);
         self.best = self.best.max(score.max(0.0) / 100.0);
         self.done = self.done || bool_field(&r, "done") || self.steps >= self.max_steps;
         Ok(StepOutcome {

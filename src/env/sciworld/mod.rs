@@ -309,11 +309,13 @@ struct Tracker {
     success: bool,
     invalid_run: u32,
     done: bool,
+    /// The last step's raw score.
+    last: Option<f64>,
 }
 
 impl Tracker {
     fn new(max_steps: u32) -> Tracker {
-        Tracker { max_steps, steps: 0, best: 0.0, success: false, invalid_run: 0, done: false }
+        Tracker { max_steps, steps: 0, best: 0.0, success: false, invalid_run: 0, done: false, last: None }
     }
 
     /// Folds one step reply into the episode state.
@@ -324,6 +326,7 @@ impl Tracker {
         let moves = v.get("moves")?.as_u64()?;
         let score = (100.0 * raw).round() as i64;
         self.steps += 1;
+        self.last = Some(raw);
         if raw > self.best {
             self.best = raw;
         }
@@ -362,6 +365,9 @@ async fn step_on(lease: &mut pool::Lease, tracker: &mut Tracker, action: &str) -
 impl Episode for SciworldEpisode {
     fn task_text(&self) -> String {
         self.task_text.clone()
+    }
+    fn last_score(&self) -> Option<f64> {
+        self.tracker.last
     }
     async fn step(&mut self, action: &str) -> Result<StepOutcome, EnvError> {
         if self.tracker.done {
