@@ -1,5 +1,5 @@
 //! The first message of an episode, at each insertion position, assembled
-//! by the released rules (shared/reference/README.md), and the rules of the
+//! by the released rules (`prompts/README.md`), and the rules of the
 //! released loop, planner and training data pinned against the release's
 //! own code: `tests/fixtures/release/` holds what the MPO release's
 //! functions (WeiminXiong/MPO @ 93bc9a5, run unmodified by

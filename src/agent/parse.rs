@@ -1,6 +1,6 @@
 //! Reading an action out of a model's reply, by the released environments'
-//! rules (shared/reference/README.md, "Rules of the released environments'
-//! loops").
+//! rules (the MPO release's loops, WeiminXiong/MPO @ 93bc9a5; see
+//! `prompts/README.md` and `docs/ARCHITECTURE.md`).
 //!
 //! - ALFWorld: the reply is stripped, then `Action:\s?(.*)` with dot matching
 //!   newlines, first match: everything after `Action:` and at most one
