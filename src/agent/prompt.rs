@@ -45,16 +45,6 @@ use super::Insertion;
 
 pub use crate::env::Family;
 
-impl Family {
-    fn prefix(self) -> &'static str {
-        match self {
-            Family::Alfworld => "alfworld",
-            Family::Sciworld => "sciworld",
-            Family::Webshop => "webshop",
-        }
-    }
-}
-
 /// Instruction, in-context examples and planner prompt of one environment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PromptSet {
@@ -281,8 +271,8 @@ impl PromptSet {
     pub fn embedded(set: &str, family: Family) -> Result<Self> {
         let (_, _, inst, icl, planner, seed) = EMBEDDED
             .iter()
-            .find(|(s, f, ..)| *s == set && *f == family.prefix())
-            .ok_or_else(|| anyhow!("unknown prompt set `{set}` for {}; embedded sets: `released`, `paper` (and `compact` for the built-in world)", family.prefix()))?;
+            .find(|(s, f, ..)| *s == set && *f == family.name())
+            .ok_or_else(|| anyhow!("unknown prompt set `{set}` for {}; embedded sets: `released`, `paper` (and `compact` for the built-in world)", family.name()))?;
         let (plan_phrase, thought_phrase) = phrases(set);
         let observation = match set {
             "compact" => include_str!("../../prompts/compact/alfworld_observation.txt"),
@@ -291,7 +281,7 @@ impl PromptSet {
         Ok(Self {
             name: set.to_string(),
             instruction: inst.to_string(),
-            icl: parse_icl(icl, &format!("prompts/{set}/{}_icl.json", family.prefix()))?,
+            icl: parse_icl(icl, &format!("prompts/{set}/{}_icl.json", family.name()))?,
             planner: planner.to_string(),
             seed: seed.to_string(),
             plan_phrase,
@@ -306,7 +296,7 @@ impl PromptSet {
     /// A set from a directory with the same file names as `prompts/released`.
     pub fn from_dir(dir: &Path, family: Family) -> Result<Self> {
         let read = |suffix: &str| {
-            let p = dir.join(format!("{}_{suffix}", family.prefix()));
+            let p = dir.join(format!("{}_{suffix}", family.name()));
             std::fs::read_to_string(&p).with_context(|| format!("cannot read prompt file `{}`", p.display()))
         };
         let (plan_phrase, thought_phrase) = phrases("released");
