@@ -18,14 +18,11 @@ use anyhow::Result;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::common::prompt_set;
-use super::models::ModelRef;
-use crate::agent::prompt::Family;
-use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
+use super::training::PlannerTraining;
+use crate::stage::{Items, NodeCtx, Stage, StageOutput};
 use crate::store::ArtifactWriter;
 use crate::train::dataset::{Dataset, Preference};
 use crate::train::engine::Method;
-use crate::train::TrainConfig;
 use super::common::write_jsonl;
 
 pub const NAME: &str = "dpo";
@@ -33,15 +30,10 @@ pub const VERSION: u32 = super::training::VERSION;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct DpoWork {
-    /// The model trained: the SFT planner.
-    pub base: ModelRef,
-    pub prompts: String,
-    pub family: Family,
-    pub train: TrainConfig,
+    /// The SFT planner trained on the `pairs` artifact.
+    pub planner: PlannerTraining,
     /// DPO's β.
     pub beta: f64,
-    /// The `pairs` artifact.
-    pub data: Slot,
 }
 
 #[async_trait]
@@ -53,22 +45,21 @@ impl Stage for DpoWork {
         VERSION
     }
     fn config(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train });
+        let mut v = self.planner.config();
         v["beta"] = serde_json::json!(self.beta);
-        super::common::record_prompt_revision(&mut v, &self.prompts, self.family);
         v
     }
     fn bind(&mut self, input_keys: &[String]) {
-        self.base.bind(input_keys);
+        self.planner.bind(input_keys);
     }
     fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
         Ok(Items::Whole(super::training::WHOLE))
     }
     async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-        let prompts = prompt_set(&self.prompts, self.family)?;
-        let lines = super::pairs::read_train(ctx.input(self.data)?)?;
+        let prompts = self.planner.prompt_set()?;
+        let lines = super::pairs::read_train(ctx.input(self.planner.data)?)?;
         if lines.is_empty() {
-            return super::training::unchanged(ctx, writer, &self.base, "no preference pairs (every task's plans scored the same, or M = 1)");
+            return super::training::unchanged(ctx, writer, &self.planner.base, "no preference pairs (every task's plans scored the same, or M = 1)");
         }
         let rows: Vec<Preference> = lines
             .iter()
@@ -80,7 +71,7 @@ impl Stage for DpoWork {
             })
             .collect();
         let method = Method::Dpo { beta: self.beta };
-        let (out, outcome) = super::training::train(ctx, writer, &self.base, Dataset::Preferences(rows), method, &self.train).await?;
+        let (out, outcome) = self.planner.run(ctx, writer, Dataset::Preferences(rows), method).await?;
         let lines_out: Vec<serde_json::Value> = lines
             .iter()
             .zip(&outcome.reference)

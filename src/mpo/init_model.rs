@@ -96,24 +96,3 @@ fn corpus(ctx: &NodeCtx, w: &InitWork) -> Result<Vec<String>> {
     }
     Ok(out)
 }
-
-pub async fn run_init(w: &InitWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-    let texts = corpus(ctx, w)?;
-    // Each model its own draw, even when two share a shape.
-    let seed = super::common::derive_seed(w.seed, &[NAME, &w.model_name]);
-    let (settings, dir) = (w.settings.clone(), writer.path("model"));
-    let n = texts.len();
-    let stats = tokio::task::spawn_blocking(move || -> Result<serde_json::Value> {
-        let model = init_model(&settings, &texts, seed)?;
-        model.save(&dir)?;
-        let params: usize = crate::train::optim::param_names(model.net()).iter().map(|(_, _, n)| n).sum();
-        Ok(serde_json::json!({
-            "vocab_size": model.arch().vocab_size, "parameters": params, "corpus_texts": n,
-        }))
-    })
-    .await??;
-    tracing::info!("init_model `{}`: {stats}", w.model_name);
-    writer.write_json("init.json", &stats)?;
-    Ok(StageOutput::new(0, 1).file("model/model.safetensors", 1))
-}
-

@@ -331,7 +331,7 @@ fn planner_chain(b: &mut Builder) -> Result<Option<Planner>> {
                     let mut inputs = Vec::new();
                     let data = Slot::push(&mut inputs, b.seeds()?);
                     let base = b.use_model(name, &mut inputs)?;
-                    let w = sft::SftWork { base, prompts: spec.experiment.prompts.clone(), family: env.family(), train: spec.train.sft.clone(), data };
+                    let w = sft::SftWork(training::PlannerTraining { base, prompts: spec.experiment.prompts.clone(), family: env.family(), train: spec.train.sft.clone(), data });
                     let sft = b.push(format!("{}[{name}]", sft::NAME), inputs, w);
                     Some(Planner { name: name.clone(), spec: mspec, env_name, sft: Some(sft), trainable: true, dpo: None, rft: None })
                 }
@@ -398,14 +398,15 @@ fn mpo_loop(b: &mut Builder, p: &mut Planner) -> Result<()> {
         let mut inputs = Vec::new();
         let data = pairs_node.input(&mut inputs);
         let base = b.use_planner(p, p.sft_node(), &mut inputs);
-        let w = dpo::DpoWork { base, prompts: prompts.clone(), family: env.family(), train: spec.train.dpo.clone(), beta: spec.mpo.beta, data };
+        let planner = training::PlannerTraining { base, prompts: prompts.clone(), family: env.family(), train: spec.train.dpo.clone(), data };
+        let w = dpo::DpoWork { planner, beta: spec.mpo.beta };
         p.dpo = Some(b.push(format!("{}[{}]", dpo::NAME, p.name), inputs, w));
     }
     if wanted(PlannerVariant::Rft) {
         let mut inputs = Vec::new();
         let data = pairs_node.input(&mut inputs);
         let base = b.use_planner(p, p.sft_node(), &mut inputs);
-        let w = rft::RftWork { base, prompts, family: env.family(), train: spec.train.rft.clone(), data };
+        let w = rft::RftWork(training::PlannerTraining { base, prompts, family: env.family(), train: spec.train.rft.clone(), data });
         p.rft = Some(b.push(format!("{}[{}]", rft::NAME, p.name), inputs, w));
     }
     Ok(())

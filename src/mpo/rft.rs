@@ -16,28 +16,18 @@ use anyhow::Result;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::common::prompt_set;
-use super::models::ModelRef;
-use crate::agent::prompt::Family;
-use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
+use super::training::PlannerTraining;
+use crate::stage::{Items, NodeCtx, Stage, StageOutput};
 use crate::store::ArtifactWriter;
 use crate::train::dataset::{Completion, Dataset};
 use crate::train::engine::Method;
-use crate::train::TrainConfig;
 
 pub const NAME: &str = "rft";
 pub const VERSION: u32 = super::training::VERSION;
 
+/// Trains the SFT planner on the `pairs` artifact.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RftWork {
-    /// The model trained: the SFT planner.
-    pub base: ModelRef,
-    pub prompts: String,
-    pub family: Family,
-    pub train: TrainConfig,
-    /// The `pairs` artifact.
-    pub data: Slot,
-}
+pub struct RftWork(pub PlannerTraining);
 
 #[async_trait]
 impl Stage for RftWork {
@@ -48,27 +38,25 @@ impl Stage for RftWork {
         VERSION
     }
     fn config(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train });
-        super::common::record_prompt_revision(&mut v, &self.prompts, self.family);
-        v
+        self.0.config()
     }
     fn bind(&mut self, input_keys: &[String]) {
-        self.base.bind(input_keys);
+        self.0.bind(input_keys);
     }
     fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
         Ok(Items::Whole(super::training::WHOLE))
     }
     async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-        let prompts = prompt_set(&self.prompts, self.family)?;
-        let lines = super::pairs::read_train(ctx.input(self.data)?)?;
+        let prompts = self.0.prompt_set()?;
+        let lines = super::pairs::read_train(ctx.input(self.0.data)?)?;
         if lines.is_empty() {
-            return super::training::unchanged(ctx, writer, &self.base, "no task has a best plan (every task's plans scored the same)");
+            return super::training::unchanged(ctx, writer, &self.0.base, "no task has a best plan (every task's plans scored the same)");
         }
         let rows: Vec<Completion> = lines
             .into_iter()
             .map(|l| Completion { prompt: prompts.planner_prompt(&l.goal), completion: prompts.plan_target(&l.chosen), task_id: l.task_id })
             .collect();
-        let (out, _) = super::training::train(ctx, writer, &self.base, Dataset::Completions(rows), Method::Sft, &self.train).await?;
+        let (out, _) = self.0.run(ctx, writer, Dataset::Completions(rows), Method::Sft).await?;
         Ok(out)
     }
 }

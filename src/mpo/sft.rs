@@ -16,28 +16,18 @@ use anyhow::Result;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::common::prompt_set;
-use super::models::ModelRef;
-use crate::agent::prompt::Family;
-use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
+use super::training::PlannerTraining;
+use crate::stage::{Items, NodeCtx, Stage, StageOutput};
 use crate::store::ArtifactWriter;
 use crate::train::dataset::{Completion, Dataset};
 use crate::train::engine::Method;
-use crate::train::TrainConfig;
 
 pub const NAME: &str = "sft";
 pub const VERSION: u32 = super::training::VERSION;
 
+/// Trains the base planner on the `seed_plans` artifact.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SftWork {
-    /// The model trained: the base planner.
-    pub base: ModelRef,
-    pub prompts: String,
-    pub family: Family,
-    pub train: TrainConfig,
-    /// The `seed_plans` artifact.
-    pub data: Slot,
-}
+pub struct SftWork(pub PlannerTraining);
 
 #[async_trait]
 impl Stage for SftWork {
@@ -48,24 +38,22 @@ impl Stage for SftWork {
         VERSION
     }
     fn config(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train });
-        super::common::record_prompt_revision(&mut v, &self.prompts, self.family);
-        v
+        self.0.config()
     }
     fn bind(&mut self, input_keys: &[String]) {
-        self.base.bind(input_keys);
+        self.0.bind(input_keys);
     }
     fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
         Ok(Items::Whole(super::training::WHOLE))
     }
     async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
-        let prompts = prompt_set(&self.prompts, self.family)?;
-        let rows: Vec<Completion> = super::seed_plans::read_seed_set(ctx.input(self.data)?)?
+        let prompts = self.0.prompt_set()?;
+        let rows: Vec<Completion> = super::seed_plans::read_seed_set(ctx.input(self.0.data)?)?
             .into_iter()
             .filter(|s| s.failure.is_none() && !s.plan.is_empty())
             .map(|s| Completion { prompt: prompts.planner_prompt(&s.planner_task(&prompts)), completion: prompts.plan_target(&s.plan), task_id: s.task_id })
             .collect();
-        let (out, _) = super::training::train(ctx, writer, &self.base, Dataset::Completions(rows), Method::Sft, &self.train).await?;
+        let (out, _) = self.0.run(ctx, writer, Dataset::Completions(rows), Method::Sft).await?;
         Ok(out)
     }
 }

@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 
+use super::common::{prompt_set, record_prompt_revision};
 use super::models::ModelRef;
+use crate::agent::prompt::{Family, PromptSet};
 use crate::model::local::{LocalModel, LocalModelConfig};
 use crate::spec::ModelSpec;
-use crate::stage::{NodeCtx, StageOutput};
+use crate::stage::{NodeCtx, Slot, StageOutput};
 use crate::store::table::{self, TRAIN_LOG};
 use crate::store::ArtifactWriter;
 use crate::train::dataset::Dataset;
@@ -99,4 +101,43 @@ pub fn unchanged(ctx: &NodeCtx, writer: &ArtifactWriter, base: &ModelRef, why: &
     writer.write_json("note.json", &serde_json::json!({ "trained": false, "reason": why }))?;
     let n = table::write_rows::<TrainLogRow>(&writer.path("train_log.parquet"), TRAIN_LOG, &[])?;
     Ok(StageOutput::new(0, 0).table("train_log", n).file("model/model.safetensors", 1))
+}
+
+/// What the planner's trainings (`sft`, `rft`, `dpo`) share: the model
+/// trained, the prompt set its data is rendered with, the training config
+/// and the artifact it trains on.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct PlannerTraining {
+    /// The model trained: the base planner (`sft`) or the SFT planner
+    /// (`rft`, `dpo`).
+    pub base: ModelRef,
+    pub prompts: String,
+    pub family: Family,
+    pub train: TrainConfig,
+    /// The artifact trained on: `seed_plans` (`sft`) or `pairs` (`rft`,
+    /// `dpo`).
+    pub data: Slot,
+}
+
+impl PlannerTraining {
+    /// The key slice every planner training shares: the base, the prompt
+    /// set (and its revision where the name does not pin it), the config.
+    pub fn config(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "base": self.base.config(), "prompts": self.prompts, "train": self.train });
+        record_prompt_revision(&mut v, &self.prompts, self.family);
+        v
+    }
+
+    pub fn bind(&mut self, input_keys: &[String]) {
+        self.base.bind(input_keys);
+    }
+
+    pub fn prompt_set(&self) -> Result<PromptSet> {
+        prompt_set(&self.prompts, self.family)
+    }
+
+    /// Trains the base on `dataset` with the engine the config names.
+    pub async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter, dataset: Dataset, method: Method) -> Result<(StageOutput, TrainOutcome)> {
+        train(ctx, writer, &self.base, dataset, method, &self.train).await
+    }
 }
