@@ -49,6 +49,12 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
     fn items(&self, inputs: &[Option<PathBuf>]) -> Result<Items>;
     /// Computes the artifact into `writer` (committed by the executor).
     async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput>;
+    /// The command lines it will run outside mpo-run (an external training
+    /// engine under its launcher), with `work` its working dir; `--dry-run`
+    /// prints them.
+    fn commands(&self, _work: &Path) -> Vec<String> {
+        Vec::new()
+    }
     /// What datasets its artifact offers to other trainers (`mpo-run
     /// export`), for people; `None` for stages that offer none.
     fn exports(&self) -> Option<&'static str> {

@@ -90,6 +90,9 @@ impl Stage for AgentSftWork {
     fn bind(&mut self, input_keys: &[String]) {
         self.base.bind(input_keys);
     }
+    fn commands(&self, work: &std::path::Path) -> Vec<String> {
+        super::training::commands(&self.train, work)
+    }
     fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
         Ok(Items::Whole(super::training::WHOLE))
     }

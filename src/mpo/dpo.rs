@@ -52,6 +52,9 @@ impl Stage for DpoWork {
     fn bind(&mut self, input_keys: &[String]) {
         self.planner.bind(input_keys);
     }
+    fn commands(&self, work: &std::path::Path) -> Vec<String> {
+        super::training::commands(&self.planner.train, work)
+    }
     fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
         Ok(Items::Whole(super::training::WHOLE))
     }
@@ -68,6 +71,8 @@ impl Stage for DpoWork {
                 prompt: prompts.planner_prompt(&l.goal),
                 chosen: prompts.plan_target(&l.chosen),
                 rejected: prompts.plan_target(&l.rejected),
+                chosen_q: None,
+                rejected_q: None,
             })
             .collect();
         let method = Method::Dpo { beta: self.beta };

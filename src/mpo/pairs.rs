@@ -210,7 +210,14 @@ fn export_datasets(
     let pairs: Vec<Preference> = sel
         .pairs
         .iter()
-        .map(|p| Preference { task_id: p.task_id.clone(), prompt: prompt_of(&p.task_id), chosen: target(&p.chosen), rejected: target(&p.rejected) })
+        .map(|p| Preference {
+            task_id: p.task_id.clone(),
+            prompt: prompt_of(&p.task_id),
+            chosen: target(&p.chosen),
+            rejected: target(&p.rejected),
+            chosen_q: Some(p.chosen_q),
+            rejected_q: Some(p.rejected_q),
+        })
         .collect();
     let best: Vec<Completion> =
         sel.best.iter().map(|(t, _, text)| Completion { task_id: t.clone(), prompt: prompt_of(t), completion: target(text) }).collect();

@@ -43,6 +43,9 @@ impl Stage for SftWork {
     fn bind(&mut self, input_keys: &[String]) {
         self.0.bind(input_keys);
     }
+    fn commands(&self, work: &std::path::Path) -> Vec<String> {
+        super::training::commands(&self.0.train, work)
+    }
     fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
         Ok(Items::Whole(super::training::WHOLE))
     }

@@ -86,8 +86,27 @@ pub async fn train(
     let _ = std::fs::remove_dir_all(&checkpoint_dir);
     let _ = std::fs::remove_file(&reference_scores);
     let computed = outcome.computed_steps as usize;
-    let out = StageOutput::new(log.len() - computed, computed).table("train_log", n).file("model/model.safetensors", 1);
+    let mut out = StageOutput::new(log.len() - computed, computed).table("train_log", n).file("model/model.safetensors", 1);
+    if !outcome.engine.is_null() {
+        // What ran: the external engine's command line and package versions.
+        writer.write_json("engine.json", &outcome.engine)?;
+        out = out.file("engine.json", 1);
+    }
     Ok((out, outcome))
+}
+
+/// The command line an external engine will run for `cfg` in `work` (none
+/// for burn), with the rendezvous of a multi-node launch as the
+/// environment variables it is read from.
+pub fn commands(cfg: &TrainConfig, work: &std::path::Path) -> Vec<String> {
+    use crate::train::external::{self, llamafactory, trl, Rendezvous};
+    let rdzv = (cfg.launch.nnodes > 1).then(Rendezvous::placeholders);
+    let argv = match cfg.engine.as_str() {
+        trl::NAME => trl::command(cfg, work, rdzv.as_ref()),
+        llamafactory::NAME => llamafactory::command(cfg, work, rdzv.as_ref()),
+        _ => return Vec::new(),
+    };
+    vec![external::shell_line(&argv)]
 }
 
 /// With no data (no pairs), the trained planner is the SFT planner as it

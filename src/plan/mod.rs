@@ -332,7 +332,9 @@ pub fn render(plan: &Plan, store: &Store, force: &[String]) -> Result<String> {
                 format!("{} items: {cached} cached, {to_run} to run{shared}", items.len())
             }
         };
-        lines.push(format!("  {} `{}` [{}]\n      {}; {}{}", n.id + 1, n.label, n.key, state, item_text, inputs));
+        let runs: String =
+            n.work.commands(&store.checkpoint_dir(n.stage, &n.key)).iter().map(|c| format!("\n      runs: {c}")).collect();
+        lines.push(format!("  {} `{}` [{}]\n      {}; {}{}{}", n.id + 1, n.label, n.key, state, item_text, inputs, runs));
     }
     writeln!(
         out,

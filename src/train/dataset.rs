@@ -29,6 +29,11 @@ pub struct Preference {
     pub prompt: String,
     pub chosen: String,
     pub rejected: String,
+    /// The plans' Monte Carlo scores Q, where the pair came from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chosen_q: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected_q: Option<f64>,
 }
 
 /// What a training stage trains on.
@@ -91,14 +96,60 @@ pub fn llamafactory_dpo_info(file: &str) -> serde_json::Value {
         "columns": {"messages": "conversations", "chosen": "chosen", "rejected": "rejected"}})
 }
 
-/// TRL's rows of an SFT set (`prompt`/`completion`).
-pub fn trl_sft(rows: &[Completion]) -> Vec<serde_json::Value> {
-    rows.iter().map(|c| serde_json::json!({"prompt": c.prompt, "completion": c.completion})).collect()
+fn user(text: &str) -> serde_json::Value {
+    serde_json::json!([{"role": "user", "content": text}])
 }
 
-/// TRL's rows of a preference set (`prompt`/`chosen`/`rejected`).
+fn assistant(text: &str) -> serde_json::Value {
+    serde_json::json!([{"role": "assistant", "content": text}])
+}
+
+/// TRL's conversational language-modelling rows of an SFT set
+/// (`messages`: the user's prompt, the assistant's reply), with `task_id`.
+/// Train with `assistant_only_loss=True` for mpo-run's loss (on the reply
+/// and its end-of-turn only); [`trl_prompt_completion`] is the same data
+/// as prompt-completion rows, which TRL masks without a training template.
+pub fn trl_sft(rows: &[Completion]) -> Vec<serde_json::Value> {
+    rows.iter()
+        .map(|c| {
+            serde_json::json!({"task_id": c.task_id, "messages": [
+                {"role": "user", "content": c.prompt}, {"role": "assistant", "content": c.completion}]})
+        })
+        .collect()
+}
+
+/// TRL's conversational prompt-completion rows (`prompt`: the user's
+/// message, `completion`: the assistant's), with `task_id`.
+pub fn trl_prompt_completion(rows: &[Completion]) -> Vec<serde_json::Value> {
+    rows.iter()
+        .map(|c| serde_json::json!({"task_id": c.task_id, "prompt": user(&c.prompt), "completion": assistant(&c.completion)}))
+        .collect()
+}
+
+/// TRL's conversational rows of whole conversations (`messages`).
+pub fn trl_chat(conversations: &[Vec<Message>]) -> Vec<serde_json::Value> {
+    conversations
+        .iter()
+        .map(|m| {
+            serde_json::json!({ "messages": m })
+        })
+        .collect()
+}
+
+/// TRL's conversational preference rows (`prompt`: the user's message,
+/// `chosen`/`rejected`: assistant messages), with `task_id` and, where
+/// known, both plans' Q (`chosen_q`, `rejected_q`).
 pub fn trl_dpo(rows: &[Preference]) -> Vec<serde_json::Value> {
-    rows.iter().map(|p| serde_json::json!({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected})).collect()
+    rows.iter()
+        .map(|p| {
+            let mut v = serde_json::json!({"task_id": p.task_id, "prompt": user(&p.prompt), "chosen": assistant(&p.chosen), "rejected": assistant(&p.rejected)});
+            if let (Some(c), Some(r)) = (p.chosen_q, p.rejected_q) {
+                v["chosen_q"] = c.into();
+                v["rejected_q"] = r.into();
+            }
+            v
+        })
+        .collect()
 }
 
 /// Writes `rows` as one pretty JSON array (LLaMA-Factory's files).

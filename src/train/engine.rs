@@ -6,9 +6,10 @@
 //!
 //! Engines are listed in [`ENGINES`] and built by [`engine`]; a spec picks
 //! one per training with `[train.X] engine = "…"`. `burn` (in-process,
-//! CPU or one GPU) is the first and the default. Adding an engine (TRL or
-//! LLaMA-Factory under torchrun, …) is one file implementing the trait plus
-//! its line in [`engine`] and [`ENGINES`] (`docs/ARCHITECTURE.md`).
+//! CPU or one GPU) is the first and the default; `trl` and `llamafactory`
+//! run those engines under torchrun or accelerate ([`super::external`]).
+//! Adding an engine is one file implementing the trait plus its line in
+//! [`engine`] and [`ENGINES`] (`docs/ARCHITECTURE.md`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use crate::model::local::{LocalModel, LocalModelConfig};
 pub const DEFAULT: &str = "burn";
 
 /// Every engine a spec may name.
-pub const ENGINES: &[&str] = &[DEFAULT];
+pub const ENGINES: &[&str] = &[DEFAULT, super::external::trl::NAME, super::external::llamafactory::NAME];
 
 /// What is optimised.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,6 +75,9 @@ pub struct TrainOutcome {
     /// Examples the engine trained on after truncation (examples with no
     /// target token left are dropped).
     pub examples: usize,
+    /// What ran (an external engine: its command line and package
+    /// versions), kept in the artifact as `engine.json`; null for burn.
+    pub engine: serde_json::Value,
 }
 
 /// A training engine. `train` blocks (run it on a blocking thread).
@@ -86,6 +90,8 @@ pub trait TrainEngine: Send + Sync {
 pub fn engine(name: &str) -> Result<Box<dyn TrainEngine>> {
     match name {
         DEFAULT => Ok(Box::new(BurnEngine)),
+        super::external::trl::NAME => Ok(Box::new(super::external::trl::TrlEngine)),
+        super::external::llamafactory::NAME => Ok(Box::new(super::external::llamafactory::LlamaFactoryEngine)),
         other => bail!("`engine = \"{other}\"` is not a training engine; allowed: {}", ENGINES.join(", ")),
     }
 }
@@ -151,7 +157,7 @@ impl TrainEngine for BurnEngine {
         let out = train(base.net().clone(), base.arch(), &objective, &job.config, &job.fingerprint, &ctl)
             .map_err(|e| anyhow!("{}: {e}", job.stage))?;
         crate::model::local::save_dir(&job.out_dir, base.arch(), &out.lm, &base.tokenizer)?;
-        Ok(TrainOutcome { log: out.log, computed_steps: out.computed_steps, reference, examples })
+        Ok(TrainOutcome { log: out.log, computed_steps: out.computed_steps, reference, examples, engine: serde_json::Value::Null })
     }
 }
 

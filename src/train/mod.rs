@@ -14,6 +14,7 @@
 pub mod data;
 pub mod dataset;
 pub mod engine;
+pub mod external;
 pub mod optim;
 pub mod trainer;
 
@@ -137,6 +138,9 @@ pub struct TrainConfig {
     /// left out of cache keys so keys made before engines existed hold.
     #[serde(default = "d_engine", skip_serializing_if = "is_default_engine")]
     pub engine: String,
+    /// How an external engine is launched (`[train.X.launch]`).
+    #[serde(default, skip_serializing_if = "external::Launch::is_default")]
+    pub launch: external::Launch,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -176,6 +180,7 @@ impl Default for TrainConfig {
             activation_checkpointing: false,
             precision: Precision::F32,
             engine: d_engine(),
+            launch: external::Launch::default(),
         }
     }
 }
@@ -214,6 +219,13 @@ impl TrainConfig {
                 self.engine,
                 engine::ENGINES.iter().map(|e| format!("\"{e}\"")).collect::<Vec<_>>().join(", ")
             ));
+        }
+        if self.engine == engine::DEFAULT {
+            if !self.launch.is_default() {
+                return Err("[launch] sets how an external engine (`engine = \"trl\"` or `\"llamafactory\"`) is started; the burn engine runs in-process: remove it or choose an engine".into());
+            }
+        } else {
+            external::validate(self)?;
         }
         Ok(())
     }

@@ -126,3 +126,18 @@ pub async fn run_bin(ctx: &TestContext, args: &[&str]) -> Output {
     let mut cmd = ctx.command(args);
     tokio::task::spawn_blocking(move || cmd.output().expect("run mpo-run")).await.unwrap()
 }
+
+/// The Python of the training engines' pinned venv, from `var`
+/// (`MPO_RUN_PYTHON`: TRL, transformers, pyarrow, pandas, DuckDB;
+/// `MPO_RUN_LF_PYTHON`: LLaMA-Factory), which `.ci/run` sets through
+/// `python/setup.sh`. Without it the test fails and says how to get it:
+/// the tests that need a real Python peer never skip silently.
+pub fn engine_python(var: &str) -> String {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => p,
+        _ => panic!(
+            "{var} is not set: run the tests with `bash .ci/run`, or `export {var}=$(bash python/setup.sh{})` first",
+            if var == "MPO_RUN_LF_PYTHON" { " llamafactory" } else { "" }
+        ),
+    }
+}
