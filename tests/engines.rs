@@ -3,18 +3,26 @@
 //! killed mid-training and resumed from TRL's checkpoint, loaded back by
 //! mpo-run's local model and by transformers — the same objective as the
 //! burn engine on the same examples, and LLaMA-Factory's job files accepted
-//! by LLaMA-Factory's own data loader.
+//! by LLaMA-Factory's own data loader. DPO through TRL in the DAG too:
+//! SFT → M plans → Monte Carlo rollouts (a scripted explorer behind the
+//! fake OpenAI server, so that plans get different Q values whatever the
+//! tiny fixture writes) → pairs → DPO under torchrun.
 //!
 //! The Python side is the pinned venvs of `python/setup.sh`, which
 //! `.ci/run` creates and names in `MPO_RUN_PYTHON` / `MPO_RUN_LF_PYTHON`.
 
+#[path = "support/fake_openai.rs"]
+mod fake_openai;
+#[path = "support/scripted.rs"]
+mod scripted;
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{engine_python, TestContext};
+use common::{engine_python, run_bin, TestContext};
+use fake_openai::{FakeOptions, FakeServer};
 use mpo_run::model::local::{LocalModel, LocalModelConfig};
 use mpo_run::model::Message;
 use mpo_run::train::dataset::{Completion, Dataset, Preference};
@@ -73,9 +81,13 @@ save_every = 1
 }
 
 fn sft_artifact(ctx: &TestContext) -> PathBuf {
-    let root = ctx.path("results/artifacts/sft");
+    artifact(ctx, "sft")
+}
+
+fn artifact(ctx: &TestContext, stage: &str) -> PathBuf {
+    let root = ctx.path(&format!("results/artifacts/{stage}"));
     let dirs: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.path()).filter(|p| p.join("manifest.json").exists()).collect();
-    assert_eq!(dirs.len(), 1, "one sft artifact in {}", root.display());
+    assert_eq!(dirs.len(), 1, "one {stage} artifact in {}", root.display());
     dirs[0].clone()
 }
 
@@ -206,6 +218,48 @@ fn trl_trains_the_planner_under_torchrun_in_the_dag_and_resumes_after_a_kill() {
         let worst = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-4, "`{n}` differs by {worst} between the uninterrupted and the resumed training");
     }
+}
+
+/// SFT and then DPO through TRL on two ranks, in the DAG: DPO trains on
+/// the pairs that the Monte Carlo rollouts made, with the reference
+/// log-probs TRL computed once, and its rows carry DPO's rewards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trl_trains_dpo_on_the_dags_pairs_under_torchrun() {
+    let python = engine_python("MPO_RUN_PYTHON");
+    // Succeeds exactly when the inserted plan has an even length.
+    let explorer = FakeServer::start(FakeOptions::default().responder(|m: &[Message]| match scripted::plan_of(m) {
+        Some(p) if p.trim().len() % 2 == 0 => scripted::expert_agent(m),
+        _ => scripted::lazy_agent(m),
+    }))
+    .await;
+    let ctx = TestContext::new();
+    let spec = spec(&python).replace(
+        "[mpo]\nexplorer = \"planner\"",
+        &format!(
+            "[models.explorer]\nkind = \"openai\"\nbase_url = \"{}\"\nmodel = \"scripted\"\n\n[mpo]\nm = 3\nn = 1\nexplorer = \"explorer\"\n\n[train.dpo]\nengine = \"trl\"\nlaunch = {{ nproc_per_node = 2, python = \"{python}\" }}\nepochs = 1\nbatch_size = 2\nmicro_batch = 1\nlr = 1e-3\nmax_len = 256",
+            explorer.base_url()
+        ),
+    );
+    assert!(spec.contains("[train.dpo]"));
+    ctx.write("engines.toml", &spec);
+    let out = run_bin(&ctx, &["engines.toml", "--only", "dpo"]).await;
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    let pairs: Value = serde_json::from_slice(&std::fs::read(artifact(&ctx, "pairs").join("summary.json")).unwrap()).unwrap();
+    let n_pairs = pairs["pairs"].as_u64().unwrap();
+    assert!(n_pairs > 0, "the scripted explorer separates plans: {pairs}");
+    let dpo = artifact(&ctx, "dpo");
+    let engine: Value = serde_json::from_slice(&std::fs::read(dpo.join("engine.json")).unwrap()).unwrap();
+    assert_eq!(engine["engine"], "trl", "{engine}");
+    assert!(engine["command"].as_str().unwrap_or_default().contains("--nproc_per_node 2"), "{engine}");
+    let reference = std::fs::read_to_string(dpo.join("reference_logps.jsonl")).unwrap();
+    assert_eq!(reference.lines().count() as u64, n_pairs, "one reference pair of log-probs per preference pair");
+    let log = train_log(&dpo);
+    assert_eq!(log.len() as u64, n_pairs.div_ceil(2), "batch 2 = 1 per rank × 2 ranks, 1 epoch");
+    assert!(log.iter().all(|r| r.stage == "dpo" && r.loss.is_finite() && r.margin.is_some() && r.reward_accuracy.is_some()), "{log:?}");
+    let lm = LocalModel::load(&dpo.join("model"), LocalModelConfig { path: Some(dpo.join("model")), ..LocalModelConfig::default() }).unwrap();
+    assert!(lm.tokenizer.encode("Step one").is_ok());
+    assert!(processes_with("results/train/dpo").is_empty(), "no engine process left: {:?}", processes_with("results/train/dpo"));
 }
 
 fn job(engine_name: &str, dataset: Dataset, method: Method, dir: &Path, python: &str) -> TrainJob {

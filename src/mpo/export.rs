@@ -2,9 +2,11 @@
 //! stages, for users who train elsewhere (LLaMA-Factory, TRL):
 //!
 //! - `mpo_seed_sft.json` (sharegpt: planner prompt → seed plan) and
-//!   `trl_seed_sft.jsonl` (`prompt`/`completion`), from `seed_plans`;
+//!   `trl_seed_sft.jsonl` (TRL's conversational `messages`, with
+//!   `task_id`), from `seed_plans`;
 //! - `mpo_dpo.json` (sharegpt, `ranking: true`), `trl_dpo.jsonl`
-//!   (`prompt`/`chosen`/`rejected`), `mpo_rft.json`, from `pairs`;
+//!   (conversational `prompt`/`chosen`/`rejected` messages, with `task_id`
+//!   and both plans' Q), `mpo_rft.json`, from `pairs`;
 //! - `dataset_info.json` naming them all.
 //!
 //! One folder per variant (`DIR/<variant>/`). Runs nothing; stages not yet

@@ -263,14 +263,65 @@ impl Stage for PairsWork {
         for f in DATASET_FILES {
             std::fs::copy(src.join(f), to.join(f)).map_err(|e| anyhow::anyhow!("copying {f}: {e}"))?;
         }
+        upgrade_trl_dpo(artifact, &to.join("trl_dpo.jsonl"))?;
         let theirs: serde_json::Value = serde_json::from_slice(&std::fs::read(src.join("dataset_info.json"))?)?;
         Ok(Exported { info: theirs.as_object().cloned().unwrap_or_default(), line: format!("DPO pairs and RFT set → {}", to.display()) })
     }
 }
 
+/// Artifacts from before #23 hold `trl_dpo.jsonl` in TRL's standard
+/// (plain-string) format, which TRL trains on without the chat template:
+/// an export rewrites such rows in the conversational format, with the
+/// task ids of the artifact's `train.jsonl` (same order). Their Q values
+/// are in the artifact's `pairs` table only, so such rows carry none.
+fn upgrade_trl_dpo(artifact: &Path, file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(file)?;
+    let mut rows: Vec<serde_json::Value> = text.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect::<Result<_, _>>()?;
+    if !rows.iter().any(|r| r["prompt"].is_string()) {
+        return Ok(());
+    }
+    let lines = read_train(artifact)?;
+    if lines.len() != rows.len() {
+        anyhow::bail!("{}: {} rows but {} training lines in the artifact; cannot tell the rows' tasks", file.display(), rows.len(), lines.len());
+    }
+    for (row, line) in rows.iter_mut().zip(&lines) {
+        let text = |k: &str| row[k].as_str().map(str::to_string);
+        if let (Some(prompt), Some(chosen), Some(rejected)) = (text("prompt"), text("chosen"), text("rejected")) {
+            *row = crate::train::dataset::trl_dpo(&[crate::train::dataset::Preference {
+                task_id: line.task_id.clone(),
+                prompt,
+                chosen,
+                rejected,
+                chosen_q: None,
+                rejected_q: None,
+            }])
+            .remove(0);
+        }
+    }
+    crate::train::dataset::write_json_lines(file, &rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn old_trl_dpo_rows_are_exported_conversationally() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(TRAIN), "{\"task_id\":\"t1\",\"goal\":\"g\",\"chosen\":\"a\",\"rejected\":\"b\"}\n").unwrap();
+        let file = dir.path().join("trl_dpo.jsonl");
+        std::fs::write(&file, "{\"prompt\":\"P\",\"chosen\":\"A\",\"rejected\":\"B\"}\n").unwrap();
+        upgrade_trl_dpo(dir.path(), &file).unwrap();
+        let row: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&file).unwrap().trim()).unwrap();
+        assert_eq!(row["task_id"], "t1");
+        assert_eq!(row["prompt"], serde_json::json!([{"role": "user", "content": "P"}]));
+        assert_eq!(row["chosen"], serde_json::json!([{"role": "assistant", "content": "A"}]));
+        assert_eq!(row["rejected"], serde_json::json!([{"role": "assistant", "content": "B"}]));
+        // A current file is left as it is.
+        let before = std::fs::read_to_string(&file).unwrap();
+        upgrade_trl_dpo(dir.path(), &file).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    }
 
     fn p(task: &str, sample: u64, q: Option<f64>) -> (String, u64, Option<f64>, String) {
         (task.to_string(), sample, q, format!("{task}-plan{sample}"))

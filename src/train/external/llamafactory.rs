@@ -183,7 +183,7 @@ pub fn train_yaml(job: &TrainJob, work: &Path, template: &str) -> Result<String>
 
 /// The command line a training runs (`--dry-run` prints it).
 pub fn command(cfg: &TrainConfig, work: &Path, rdzv: Option<&Rendezvous>) -> Vec<String> {
-    launch_argv(&cfg.launch, rdzv, &work.join(DRIVER_FILE), &[work.join("train.yaml").display().to_string()], cfg.precision == Precision::Bf16)
+    launch_argv(&cfg.launch.python(&cfg.engine), &cfg.launch, rdzv, &work.join(DRIVER_FILE), &[work.join("train.yaml").display().to_string()], cfg.precision == Precision::Bf16)
 }
 
 /// Writes the job's files (dataset, `dataset_info.json`, `train.yaml`,
@@ -220,7 +220,7 @@ impl TrainEngine for LlamaFactoryEngine {
         if !cfg.shuffle {
             bail!("{}: shuffle = false is not available with engine = \"llamafactory\" (it always shuffles, seeded)", job.stage);
         }
-        let python = cfg.launch.python();
+        let python = cfg.launch.python(&cfg.engine);
         let mut modules: Vec<&str> = PACKAGES.to_vec();
         if cfg.launch.deepspeed.is_some() {
             modules.push("deepspeed");

@@ -33,9 +33,13 @@ use serde::{Deserialize, Serialize};
 use super::engine::TrainJob;
 use super::{Schedule, TrainConfig, TrainLogRow};
 
-/// The pinned Python side: `bash python/setup.sh` creates the venv and
-/// prints its python; `.ci/run` exports it as `MPO_RUN_PYTHON`.
-pub const INSTALL_HINT: &str = "install the pinned engines with `bash python/setup.sh` (a venv under ~/.cache/mpo-run; it prints the python to use, which mpo-run takes from `MPO_RUN_PYTHON` or `[train.X.launch] python`)";
+/// How to install `engine`'s pinned Python side: `bash python/setup.sh
+/// [llamafactory]` creates the venv and prints its python; `.ci/run`
+/// exports them as `MPO_RUN_PYTHON` and `MPO_RUN_LF_PYTHON`.
+pub fn install_hint(engine: &str) -> String {
+    let (arg, var) = if engine == llamafactory::NAME { (" llamafactory", "MPO_RUN_LF_PYTHON") } else { ("", "MPO_RUN_PYTHON") };
+    format!("install the pinned engine with `bash python/setup.sh{arg}` (a venv under ~/.cache/mpo-run; it prints the python to use, which mpo-run takes from `{var}` or `[train.X.launch] python`)")
+}
 
 /// What the drivers share (the watchdog, the progress reports), written
 /// next to them.
@@ -100,8 +104,8 @@ pub struct Launch {
     /// PyTorch FSDP (`full_shard auto_wrap`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub fsdp: bool,
-    /// The Python the engine is installed for (default: `MPO_RUN_PYTHON`,
-    /// else `python3`). Not in the key.
+    /// The Python the engine is installed for (default: see
+    /// [`Launch::python`]). Not in the key.
     #[serde(default, skip_serializing)]
     pub python: Option<String>,
     /// LLaMA-Factory's prompt template (`llama3`, `qwen`, …); default: from
@@ -129,9 +133,14 @@ impl Launch {
         self.nproc_per_node * self.nnodes
     }
 
-    /// The Python the engine runs with.
-    pub fn python(&self) -> String {
-        self.python.clone().or_else(|| std::env::var("MPO_RUN_PYTHON").ok().filter(|p| !p.is_empty())).unwrap_or_else(|| "python3".into())
+    /// The Python `engine` runs with: `python`, else the environment's
+    /// `MPO_RUN_LF_PYTHON` (LLaMA-Factory, which pins older transformers
+    /// and TRL and so has a venv of its own) or `MPO_RUN_PYTHON`, else
+    /// `python3`.
+    pub fn python(&self, engine: &str) -> String {
+        let var = |k: &str| std::env::var(k).ok().filter(|p| !p.is_empty());
+        let from_env = if engine == llamafactory::NAME { var("MPO_RUN_LF_PYTHON").or_else(|| var("MPO_RUN_PYTHON")) } else { var("MPO_RUN_PYTHON") };
+        self.python.clone().or(from_env).unwrap_or_else(|| "python3".into())
     }
 }
 
@@ -256,8 +265,8 @@ impl Rendezvous {
 }
 
 /// The launcher's argv for `script args…` (argv\[0\] is the Python).
-pub fn launch_argv(launch: &Launch, rdzv: Option<&Rendezvous>, script: &Path, args: &[String], precision_bf16: bool) -> Vec<String> {
-    let mut v = vec![launch.python()];
+pub fn launch_argv(python: &str, launch: &Launch, rdzv: Option<&Rendezvous>, script: &Path, args: &[String], precision_bf16: bool) -> Vec<String> {
+    let mut v = vec![python.to_string()];
     let s = |x: &str| x.to_string();
     match launch.launcher {
         Launcher::Torchrun => {
@@ -325,14 +334,19 @@ pub fn probe(python: &str, engine: &str, modules: &[&str]) -> Result<serde_json:
     let code = format!(
         "import importlib.metadata as m, json, sys\nout = {{'python': sys.version.split()[0]}}\nfor name in {modules:?}:\n    try:\n        out[name] = m.version(name)\n    except m.PackageNotFoundError:\n        out[name] = None\nprint(json.dumps(out))"
     );
-    let out = Command::new(python).args(["-c", &code]).output().map_err(|e| anyhow!("`engine = \"{engine}\"`: cannot run `{python}`: {e}; {INSTALL_HINT}"))?;
+    let out = Command::new(python).args(["-c", &code]).output().map_err(|e| anyhow!("`engine = \"{engine}\"`: cannot run `{python}`: {e}; {}", install_hint(engine)))?;
     if !out.status.success() {
-        bail!("`engine = \"{engine}\"`: `{python}` failed: {}; {INSTALL_HINT}", String::from_utf8_lossy(&out.stderr).trim());
+        bail!("`engine = \"{engine}\"`: `{python}` failed: {}; {}", String::from_utf8_lossy(&out.stderr).trim(), install_hint(engine));
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading the engine probe's answer")?;
     let missing: Vec<&str> = modules.iter().copied().filter(|m| v.get(*m).is_none_or(serde_json::Value::is_null)).collect();
     if !missing.is_empty() {
-        bail!("`engine = \"{engine}\"` needs the Python packages {} for `{python}`, which has none of them installed; {INSTALL_HINT}", missing.join(", "));
+        let deepspeed = if missing.contains(&"deepspeed") {
+            " (DeepSpeed is not in the pinned venvs: it builds its ops for the machine's CUDA; on the GPU machine, `pip install deepspeed` into that venv)"
+        } else {
+            ""
+        };
+        bail!("`engine = \"{engine}\"` needs the Python packages {}, which `{python}` lacks{deepspeed}; {}", missing.join(", "), install_hint(engine));
     }
     Ok(v)
 }
@@ -451,7 +465,7 @@ pub fn supervise(
         });
     }
     tracing::info!(target: "engine", "{stage}: {}", shell_line(argv));
-    let mut child = cmd.spawn().map_err(|e| anyhow!("{stage}: cannot start `{}`: {e}; {INSTALL_HINT}", argv[0]))?;
+    let mut child = cmd.spawn().map_err(|e| anyhow!("{stage}: cannot start `{}`: {e}", argv[0]))?;
     let pgid = child.id() as i32;
     let (tx, rx) = mpsc::channel::<String>();
     let mut readers = Vec::new();
@@ -562,17 +576,17 @@ mod tests {
 
     #[test]
     fn multi_node_launches_take_the_rendezvous_and_single_node_ones_are_standalone() {
-        let mut l = Launch { nproc_per_node: 8, nnodes: 1, python: Some("py".into()), ..Launch::default() };
-        let one = launch_argv(&l, None, Path::new("/w/trl_train.py"), &["/w/job.json".into()], false);
+        let mut l = Launch { nproc_per_node: 8, nnodes: 1, ..Launch::default() };
+        let one = launch_argv("py", &l, None, Path::new("/w/trl_train.py"), &["/w/job.json".into()], false);
         assert_eq!(shell_line(&one), "py -m torch.distributed.run --nproc_per_node 8 --standalone /w/trl_train.py /w/job.json");
         l.nnodes = 2;
-        let two = launch_argv(&l, Some(&Rendezvous::placeholders()), Path::new("/w/t.py"), &[], false);
+        let two = launch_argv("py", &l, Some(&Rendezvous::placeholders()), Path::new("/w/t.py"), &[], false);
         assert_eq!(
             shell_line(&two),
             "py -m torch.distributed.run --nproc_per_node 8 --nnodes 2 --rdzv_backend c10d --rdzv_endpoint $MASTER_ADDR:$MASTER_PORT --rdzv_id $SLURM_JOB_ID /w/t.py"
         );
         l.launcher = Launcher::Accelerate;
-        let acc = shell_line(&launch_argv(&l, Some(&Rendezvous::placeholders()), Path::new("/w/t.py"), &[], true));
+        let acc = shell_line(&launch_argv("py", &l, Some(&Rendezvous::placeholders()), Path::new("/w/t.py"), &[], true));
         assert!(acc.contains("--num_processes 16 --num_machines 2 --mixed_precision bf16") && acc.contains("--main_process_ip $MASTER_ADDR"), "{acc}");
     }
 
@@ -595,5 +609,9 @@ mod tests {
         assert!(e.contains("python/setup.sh"), "{e}");
         let e = probe("python3", "trl", &["surely-not-installed-mpo-run"]).unwrap_err().to_string();
         assert!(e.contains("surely-not-installed-mpo-run") && e.contains("python/setup.sh"), "{e}");
+        let e = probe("/nonexistent/python", "llamafactory", &["llamafactory"]).unwrap_err().to_string();
+        assert!(e.contains("python/setup.sh llamafactory") && e.contains("MPO_RUN_LF_PYTHON"), "{e}");
+        let e = probe("python3", "trl", &["deepspeed", "surely-not-installed-mpo-run"]).unwrap_err().to_string();
+        assert!(e.contains("pip install deepspeed"), "{e}");
     }
 }

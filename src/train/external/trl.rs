@@ -102,7 +102,7 @@ pub fn job_json(job: &TrainJob, work: &Path) -> Result<serde_json::Value> {
 /// The command line a training runs, with the work dir's paths
 /// (`--dry-run` prints it).
 pub fn command(cfg: &TrainConfig, work: &Path, rdzv: Option<&Rendezvous>) -> Vec<String> {
-    launch_argv(&cfg.launch, rdzv, &work.join(DRIVER_FILE), &[work.join("job.json").display().to_string()], cfg.precision == Precision::Bf16)
+    launch_argv(&cfg.launch.python(&cfg.engine), &cfg.launch, rdzv, &work.join(DRIVER_FILE), &[work.join("job.json").display().to_string()], cfg.precision == Precision::Bf16)
 }
 
 impl TrainEngine for TrlEngine {
@@ -114,7 +114,7 @@ impl TrainEngine for TrlEngine {
         // The engine runs in its work dir: every path it gets is absolute.
         let job = super::absolute_paths(job)?;
         let cfg = &job.config;
-        let python = cfg.launch.python();
+        let python = cfg.launch.python(&cfg.engine);
         let mut modules: Vec<&str> = PACKAGES.to_vec();
         if cfg.launch.deepspeed.is_some() {
             modules.push("deepspeed");
