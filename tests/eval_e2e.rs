@@ -341,3 +341,25 @@ concurrency = 2
     assert!(String::from_utf8_lossy(&third.stderr).contains("nothing to do"));
     server.abort();
 }
+
+/// #24: an agent that answers with nothing at once (vLLM: `content: ""`,
+/// `finish_reason: "stop"`, as after a thought prefill) is an agent that
+/// made format errors — recorded episodes, not a failed run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_replies_are_format_errors_not_failures() {
+    let (expert, _lazy) = servers().await;
+    let mute = FakeServer::start(FakeOptions::default().responder(|_: &[Message]| String::new())).await;
+    let ctx = TestContext::new();
+    ctx.write("eval.toml", &spec(&expert.base_url(), &mute.base_url(), 2, 4));
+    let out = run_bin(&ctx, &["eval.toml"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<EpisodeRow> = eval_rows(&ctx).into_iter().filter(|r| r.agent == "lazy").collect();
+    assert_eq!(rows.len(), 2 + 4);
+    for r in &rows {
+        assert!(!r.success && r.steps == 30 && r.finish_reason == "step_limit", "{} {}", r.task_id, r.finish_reason);
+        let messages: Vec<Message> = serde_json::from_str(&r.messages).unwrap();
+        assert_eq!(messages[1].content, "");
+        assert!(messages[2].content.contains("Observation:"), "the format error's observation: {}", messages[2].content);
+    }
+    assert_eq!(mute.chat_count(), 6 * 30, "one call per turn, none retried");
+}

@@ -205,6 +205,11 @@ async fn n_native_and_fallback() {
     assert_eq!(out.texts, want, "seed, seed+1, seed+2, in order");
     assert_eq!(out.finish_reasons.len(), 3);
     assert_eq!(out.completion_tokens, out.texts.iter().map(|t| count_tokens(t)).sum::<u64>());
+    assert_eq!(
+        out.prompt_tokens,
+        count_tokens("You are an agent.") + count_tokens("plan please"),
+        "one prompt, counted once, as a server that takes `n` counts it"
+    );
     let reqs = fake2.chat_requests();
     assert_eq!(reqs.len(), 3);
     let mut seeds: Vec<u64> = reqs.iter().map(|q| q.body["seed"].as_u64().unwrap()).collect();
@@ -539,4 +544,129 @@ async fn least_outstanding_balancing_survives_a_killed_endpoint() {
     assert!(after[0] <= f + 48, "killed endpoint kept getting calls: {} vs {f}", after[0]);
     assert!(after[1] > m && after[2] > s, "the survivors took the rest");
     assert!(!model.endpoint_stats()[0].up, "killed endpoint is out of rotation");
+}
+
+// ---- #24: empty replies, seeds, readiness, dead servers, affinity --------
+
+#[tokio::test]
+async fn an_empty_reply_the_model_finished_is_an_answer() {
+    // vLLM answers `content: ""`, `finish_reason: "stop"` when the model
+    // ends at once (after a thought prefill, say): one call, no retry.
+    let fake = FakeServer::start(FakeOptions::default().responder(|_: &[Message]| String::new())).await;
+    let out = client(cfg(&fake.base_url())).chat(&req("q")).await.unwrap();
+    assert_eq!(out.texts, vec![String::new()]);
+    assert_eq!(out.finish_reasons, vec!["stop"]);
+    assert_eq!(fake.chat_count(), 1);
+    // Empty and unfinished is broken: retried, then reported as malformed.
+    let broken = FakeServer::start(FakeOptions::default().script(|_, _| Some(Fault::EmptyContent))).await;
+    let mut c = cfg(&broken.base_url());
+    c.max_retries = 1;
+    let e = client(c).chat(&req("q")).await.unwrap_err();
+    assert!(matches!(&e, ModelError::Malformed { detail, .. } if detail.contains("empty content")), "{e}");
+    assert_eq!(broken.chat_count(), 2);
+}
+
+#[tokio::test]
+async fn send_seed_false_sends_no_seed_and_says_so_in_the_identity() {
+    let fake = FakeServer::start(FakeOptions::default()).await;
+    let mut c = cfg(&fake.base_url());
+    let seeded_identity = client(c.clone()).identity();
+    c.send_seed = false;
+    let model = client(c);
+    assert_ne!(model.identity(), seeded_identity);
+    assert!(model.identity().contains("\"send_seed\":false"), "{}", model.identity());
+    model.chat(&seeded("q", 5)).await.unwrap();
+    assert!(fake.chat_requests()[0].body.get("seed").is_none(), "{}", fake.chat_requests()[0].body);
+    // From TOML: the key, its default and a serialisation that leaves the
+    // default out (so existing keys do not change).
+    let parsed: OpenAiConfig = toml::from_str("base_url = \"http://127.0.0.1:1/v1\"\nmodel = \"m\"").unwrap();
+    assert!(parsed.send_seed);
+    assert!(!serde_json::to_string(&parsed).unwrap().contains("send_seed"));
+}
+
+#[tokio::test]
+async fn readiness_takes_a_chat_answer_not_only_the_model_list() {
+    let fake = FakeServer::start(FakeOptions::default()).await;
+    client(cfg(&fake.base_url())).ready().await.unwrap();
+    assert_eq!(fake.probe_count(), 1, "one 1-token chat request");
+    assert_eq!(fake.chat_count(), 0, "the probe is not part of the workload");
+    // Lists its model, fails every chat request: not ready, and says why.
+    let sick = FakeServer::start(FakeOptions::default().script(|_, _| Some(Fault::ServerError))).await;
+    let mut c = cfg(&sick.base_url());
+    c.ready_timeout_s = 30.0;
+    let t = Instant::now();
+    let e = client(c).ready().await.unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("1-token chat request") && text.contains("HTTP 500"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(10), "fails fast, not at the ready timeout: {:?}", t.elapsed());
+    assert_eq!(sick.probe_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_dead_server_fail_fast_once_it_has_been_down_a_while() {
+    let addr = reserve_addr().await; // nothing listens there
+    let mut c = cfg(&format!("http://{addr}/v1"));
+    c.max_retries = 50;
+    c.retry_backoff_ms = 50;
+    c.retry_backoff_max_s = 0.1;
+    c.cooldown_s = 30.0;
+    c.dead_after_s = 0.3;
+    let model = client(c);
+    // The first call retries until the server has refused for 0.3 s.
+    let t = Instant::now();
+    let e = model.chat(&req("q")).await.unwrap_err();
+    assert!(e.to_string().contains("refused connections") && e.to_string().contains("the server is down"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // Later calls fail at once: no retries against a dead server.
+    let t = Instant::now();
+    for _ in 0..100 {
+        assert!(model.chat(&req("q")).await.is_err());
+    }
+    assert!(t.elapsed() < Duration::from_secs(1), "100 calls took {:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_turn_of_an_episode_reaches_one_replica() {
+    let a = FakeServer::start(FakeOptions::default().latency(Duration::from_millis(2))).await;
+    let b = FakeServer::start(FakeOptions::default().latency(Duration::from_millis(2))).await;
+    let mut c = OpenAiConfig::with_pool(vec![a.base_url(), b.base_url()], "fake-model");
+    c.timeout_s = 5.0;
+    let model = Arc::new(client(c));
+    // 64 episodes of 6 turns, 16 at a time, each turn sent after the last.
+    let mut set = tokio::task::JoinSet::new();
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    for ep in 0..64u64 {
+        let (model, sem) = (model.clone(), sem.clone());
+        set.spawn(async move {
+            let _p = sem.acquire().await.unwrap();
+            let mut r = req(&format!("episode {ep}"));
+            r.session = Some(ep.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            for turn in 0..6 {
+                let out = model.chat(&r).await.unwrap();
+                r.messages.push(Message::assistant(out.texts[0].clone()));
+                r.messages.push(Message::user(format!("Observation {turn}")));
+            }
+        });
+    }
+    while let Some(j) = set.join_next().await {
+        j.unwrap();
+    }
+    let sessions = |f: &FakeServer| -> HashMap<String, usize> {
+        let mut m = HashMap::new();
+        for r in f.chat_requests() {
+            *m.entry(r.header("x-session-id").expect("a session header").to_string()).or_default() += 1;
+        }
+        m
+    };
+    let (sa, sb) = (sessions(&a), sessions(&b));
+    assert_eq!(sa.len() + sb.len(), 64, "every session on exactly one replica");
+    assert!(sa.keys().all(|k| !sb.contains_key(k)));
+    assert!(sa.values().chain(sb.values()).all(|&n| n == 6), "all six turns of each on its replica");
+    assert!(sa.len() >= 16 && sb.len() >= 16, "sessions spread over both: {} vs {}", sa.len(), sb.len());
+    // Requests without a session are balanced by load, as before.
+    let before = (a.chat_count(), b.chat_count());
+    for i in 0..40 {
+        model.chat(&req(&format!("lone {i}"))).await.unwrap();
+    }
+    assert!(a.chat_count() > before.0 && b.chat_count() > before.1);
 }

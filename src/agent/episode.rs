@@ -130,6 +130,21 @@ pub async fn run_episode(
     Ok(result)
 }
 
+/// An episode's session key: a hash of its opening messages (the task, the
+/// plan, the prompt set) and a process-wide counter, so that two episodes
+/// of one task (N rollouts of a plan) are two sessions, spread over the
+/// replicas, while all turns of one go to one replica.
+fn session_key(opening: &[Message]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for m in opening {
+        m.content.hash(&mut h);
+    }
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed).hash(&mut h);
+    h.finish()
+}
+
 async fn drive(
     model: &dyn ChatModel,
     rule: ActionRule,
@@ -150,11 +165,13 @@ async fn drive(
     let (mut prompt_tokens, mut completion_tokens) = (0, 0);
     let mut quirk_reward = ResettingBest::default();
     let mut steps = 0u64;
+    let session = session_key(&messages);
     while steps < task.max_steps as u64 && !done {
         let mut request = ChatRequest::new(messages.clone());
         request.params.temperature = Some(spec.temperature);
         request.params.seed = spec.seed.map(|s| s.wrapping_add(steps));
         request.prefill = prefill.clone();
+        request.session = Some(session);
         let completion = model.chat(&request).await?;
         prompt_tokens += completion.prompt_tokens;
         completion_tokens += completion.completion_tokens;

@@ -60,11 +60,15 @@ pub struct ChatRequest {
     /// Text of a trailing assistant message that the model continues
     /// ("thought" insertion). Only the continuation is returned.
     pub prefill: Option<String>,
+    /// The conversation this request continues (one episode): served
+    /// models send every request of a session to the same replica, whose
+    /// prefix cache holds the conversation so far. Never changes answers.
+    pub session: Option<u64>,
 }
 
 impl ChatRequest {
     pub fn new(messages: Vec<Message>) -> Self {
-        Self { messages, params: SamplingParams { n: 1, ..Default::default() }, prefill: None }
+        Self { messages, params: SamplingParams { n: 1, ..Default::default() }, prefill: None, session: None }
     }
 }
 

@@ -3,11 +3,15 @@
 //! One [`OpenAiClient`] serves one `[models.NAME] kind = "openai"` entry:
 //! one endpoint or a pool of replicas, each with its own keep-alive HTTP/1.1
 //! connection pool and a limit of `max_concurrency` requests in flight.
-//! Attempts go to the endpoint with the fewest outstanding requests; an
-//! endpoint that fails to connect is left out for `cooldown_s`, then one
-//! request probes it back in. Connection errors, timeouts, 408, 429
-//! (`Retry-After` honoured), 5xx and malformed answers are retried with
-//! exponential back-off and jitter; other 4xx are not.
+//! The requests of one session (an episode's turns) go to one endpoint, so
+//! its prefix cache holds the conversation; other attempts go to the
+//! endpoint with the fewest outstanding requests ([`pool::Pool::pick`]).
+//! An endpoint that fails to connect is left out for `cooldown_s`, then
+//! one request probes it back in; once every endpoint has refused
+//! connections for `dead_after_s`, calls fail at once. Connection errors,
+//! timeouts, 408, 429 (`Retry-After` honoured), 5xx and malformed answers
+//! are retried with exponential back-off and jitter; other 4xx are not.
+//! Readiness is the model list and a 1-token chat answer.
 //!
 //! The API key is read once from the variable named by `api_key_env`; it is
 //! never logged, never part of [`ChatModel::identity`], `Debug` or an error.
@@ -125,6 +129,10 @@ impl OpenAiClient {
                 match ep.get_models(inner.key.as_ref(), limit).await {
                     Ok(200) => {
                         ep.mark_reachable();
+                        // Listing the model is not answering: a server can
+                        // list it and die on the first request (a kernel it
+                        // lacks). One 1-token chat request must answer too.
+                        self.probe_chat(ep).await?;
                         tracing::info!(model = %inner.name, endpoint = %ep.base,
                             waited_s = started.elapsed().as_secs_f64(), "endpoint ready");
                         return Ok(());
@@ -151,6 +159,36 @@ impl OpenAiClient {
             tokio::time::sleep(pause.min(deadline - now)).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+    }
+}
+
+impl OpenAiClient {
+    /// One 1-token chat request to `ep` (header `X-Mpo-Run-Probe`), three
+    /// tries a second apart (a server may still be warming up): an error
+    /// that names the endpoint and the answer when none succeeds.
+    async fn probe_chat(&self, ep: &Endpoint) -> Result<(), ModelError> {
+        let inner = &self.inner;
+        let body = serde_json::json!({
+            "model": inner.cfg.model,
+            "messages": [{"role": "user", "content": "Hello"}],
+            "max_tokens": 1,
+            "temperature": 0.0,
+        });
+        let body = serde_json::to_vec(&body).expect("a JSON value always serializes");
+        let mut last = String::new();
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            match ep.post_probe(body.clone(), inner.key.as_ref()).await {
+                Ok(()) => return Ok(()),
+                Err(kind) => last = kind.describe(&ep.base),
+            }
+        }
+        Err(ModelError::NotReady(format!(
+            "model `{}`: `{}` lists its models but cannot answer a 1-token chat request ({last});              the server's log says why (an unsupported model shape or dtype, say)",
+            inner.name, ep.base
+        )))
     }
 }
 
@@ -209,6 +247,9 @@ fn build_identity(cfg: &OpenAiConfig) -> String {
     if let Some(seed) = cfg.seed {
         extra.insert("seed".into(), Value::from(seed));
     }
+    if !cfg.send_seed {
+        extra.insert("send_seed".into(), Value::from(false));
+    }
     if !cfg.extra_body.is_empty() {
         extra.insert("extra_body".into(), Value::Object(cfg.extra_body.clone()));
     }
@@ -240,13 +281,16 @@ impl Inner {
     }
 
     /// One logical call with retries: `n` completions of `body`.
-    async fn call(self: Arc<Self>, body: Vec<u8>, n: u32) -> Result<Parsed, ModelError> {
+    async fn call(self: Arc<Self>, body: Vec<u8>, n: u32, session: Option<u64>) -> Result<Parsed, ModelError> {
         let max_attempts = self.cfg.max_retries.saturating_add(1);
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let lease = self.pool.pick();
-            let result = lease.ep.post_chat(body.clone(), n, self.key.as_ref()).await;
+            if let Some(dead) = self.pool.dead_for(Duration::from_secs_f64(self.cfg.dead_after_s)) {
+                return Err(ModelError::Transport(format!("model `{}`: {dead}; the server is down (restart it, then rerun: finished work is kept)", self.name)));
+            }
+            let lease = self.pool.pick(session);
+            let result = lease.ep.post_chat(body.clone(), n, self.key.as_ref(), session).await;
             let kind = match result {
                 Ok(parsed) => {
                     lease.ep.mark_reachable();
@@ -311,7 +355,8 @@ impl ChatModel for OpenAiClient {
             for i in 0..n {
                 let body = wire::build_body(&inner.cfg, request, 1, seed.map(|s| s.wrapping_add(i as u64)));
                 let inner = Arc::clone(inner);
-                set.spawn(async move { (i as usize, inner.call(body, 1).await) });
+                let session = request.session;
+                set.spawn(async move { (i as usize, inner.call(body, 1, session).await) });
             }
             let mut parts: Vec<Option<Parsed>> = vec![None; n as usize];
             while let Some(joined) = set.join_next().await {
@@ -319,17 +364,19 @@ impl ChatModel for OpenAiClient {
                     .map_err(|e| ModelError::Other(format!("model `{}`: a sub-call task failed: {e}", inner.name)))?;
                 parts[i] = Some(result?); // dropping `set` cancels the rest
             }
+            // The prompt is one prompt, read once, as a server that takes
+            // `n` counts it: its tokens are counted once, not n times.
             let mut merged = Parsed::default();
             for p in parts.into_iter().flatten() {
                 merged.texts.extend(p.texts);
                 merged.finish_reasons.extend(p.finish_reasons);
-                merged.prompt_tokens += p.prompt_tokens;
+                merged.prompt_tokens = merged.prompt_tokens.max(p.prompt_tokens);
                 merged.completion_tokens += p.completion_tokens;
             }
             merged
         } else {
             let body = wire::build_body(&inner.cfg, request, n, seed);
-            Arc::clone(inner).call(body, n).await?
+            Arc::clone(inner).call(body, n, request.session).await?
         };
         Ok(Completion {
             texts: parsed.texts,

@@ -60,7 +60,9 @@ pub enum Fault {
     InvalidJson,
     /// 200 with `"choices": []`.
     EmptyChoices,
-    /// 200 with an empty `content`.
+    /// 200 with an empty `content` and no `finish_reason` (a broken
+    /// answer; an empty reply the model finished, `finish_reason: "stop"`,
+    /// is an answer: a responder returning "" gives that).
     EmptyContent,
 }
 
@@ -165,6 +167,8 @@ struct Shared {
     opts: FakeOptions,
     started: Instant,
     seq: AtomicU64,
+    /// Readiness probes answered or refused.
+    probes: AtomicU64,
     log: Mutex<Vec<Recorded>>,
     /// Clean (non-faulted) answers per last-message content.
     clean: Mutex<HashMap<String, u64>>,
@@ -222,6 +226,7 @@ impl FakeServer {
             opts,
             started: Instant::now(),
             seq: AtomicU64::new(0),
+            probes: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             clean: Mutex::new(HashMap::new()),
             killed: killed.clone(),
@@ -249,6 +254,11 @@ impl FakeServer {
 
     pub fn chat_requests(&self) -> Vec<Recorded> {
         self.requests().into_iter().filter(|r| r.path.ends_with("/chat/completions")).collect()
+    }
+
+    /// mpo-run's readiness probes (1-token chat requests) received.
+    pub fn probe_count(&self) -> u64 {
+        self.shared.probes.load(Ordering::SeqCst)
     }
 
     pub fn chat_count(&self) -> usize {
@@ -327,8 +337,13 @@ async fn chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let seq = st.seq.fetch_add(1, Ordering::SeqCst);
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // mpo-run's readiness probe (a 1-token chat request, `X-Mpo-Run-Probe`)
+    // takes no place in the request sequence that fault scripts and
+    // counts see: it is recorded apart (`probes`), and a script sees it as
+    // request `u64::MAX` (a script that faults every request faults it).
+    let probe = headers.contains_key("x-mpo-run-probe");
+    let seq = if probe { u64::MAX } else { st.seq.fetch_add(1, Ordering::SeqCst) };
     let fault = if let Some(script) = &st.opts.script {
         script(seq, &json)
     } else if !st.opts.faults.is_empty() && st.opts.fault_rate > 0.0 {
@@ -339,7 +354,11 @@ async fn chat(
     } else {
         None
     };
-    record(&st, seq, "POST", "/v1/chat/completions", &headers, json.clone(), fault.clone());
+    if probe {
+        st.probes.fetch_add(1, Ordering::SeqCst);
+    } else {
+        record(&st, seq, "POST", "/v1/chat/completions", &headers, json.clone(), fault.clone());
+    }
     if not_ready(&st) {
         return (StatusCode::SERVICE_UNAVAILABLE, "loading").into_response();
     }
@@ -405,7 +424,7 @@ async fn chat(
             (_, None) => expected_answer(&last, seed, i),
         })
         .collect();
-    if fault.is_none() {
+    if fault.is_none() && !probe {
         *st.clean.lock().unwrap().entry(last.clone()).or_default() += 1;
     }
     let prompt_tokens: u64 = messages.iter().map(|m| count_tokens(&m.content)).sum();
@@ -414,7 +433,8 @@ async fn chat(
         .into_iter()
         .enumerate()
         .map(|(i, t)| {
-            json!({"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"})
+            let finish = if fault == Some(Fault::EmptyContent) { Value::Null } else { json!("stop") };
+            json!({"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish})
         })
         .collect();
     axum::Json(json!({

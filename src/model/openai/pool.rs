@@ -118,6 +118,8 @@ struct Health {
     down_until: Option<Instant>,
     cooldown: Duration,
     failures_in_row: u32,
+    /// Since when every attempt failed to connect, and the last such error.
+    unreachable: Option<(Instant, String)>,
 }
 
 pub(crate) struct Endpoint {
@@ -174,7 +176,7 @@ impl Endpoint {
             outstanding: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             probing: AtomicBool::new(false),
-            health: Mutex::new(Health { down_until: None, cooldown, failures_in_row: 0 }),
+            health: Mutex::new(Health { down_until: None, cooldown, failures_in_row: 0, unreachable: None }),
             base_cooldown: cooldown,
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -207,6 +209,7 @@ impl Endpoint {
     pub(crate) fn mark_reachable(&self) {
         let mut h = self.health();
         h.failures_in_row = 0;
+        h.unreachable = None;
         if self.down.load(Ordering::Acquire) {
             h.down_until = None;
             h.cooldown = self.base_cooldown;
@@ -225,6 +228,10 @@ impl Endpoint {
         }
         let mut h = self.health();
         h.failures_in_row += 1;
+        if let FailureKind::Connect(m) = kind {
+            let since = h.unreachable.take().map_or_else(Instant::now, |(t, _)| t);
+            h.unreachable = Some((since, m.clone()));
+        }
         if !(connect || probe || h.failures_in_row >= FAILURES_TO_DOWN) {
             return;
         }
@@ -241,27 +248,33 @@ impl Endpoint {
     }
 
     /// One chat-completions attempt (waits for a concurrency slot first).
+    /// `session`: sent as `X-Session-ID` (hex), for routers in front of
+    /// the replicas that route by it.
     pub(crate) async fn post_chat(
         &self,
         body: Vec<u8>,
         n: u32,
         key: Option<&Secret>,
+        session: Option<u64>,
     ) -> Result<Parsed, FailureKind> {
         let _permit = self.sem.acquire().await.map_err(|_| FailureKind::Fatal("endpoint closed".into()))?;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let result = self.post_chat_inner(body, n, key).await;
+        let result = self.post_chat_inner(body, n, key, session).await;
         if result.is_err() {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
 
-    async fn post_chat_inner(&self, body: Vec<u8>, n: u32, key: Option<&Secret>) -> Result<Parsed, FailureKind> {
+    async fn post_chat_inner(&self, body: Vec<u8>, n: u32, key: Option<&Secret>, session: Option<u64>) -> Result<Parsed, FailureKind> {
         let mut rb = self
             .http
             .post(&self.chat_url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
+        if let Some(s) = session {
+            rb = rb.header("X-Session-ID", format!("{s:016x}"));
+        }
         if let Some(k) = key {
             rb = rb.bearer_auth(&k.0);
         }
@@ -277,6 +290,27 @@ impl Endpoint {
             });
         }
         wire::parse_response(&bytes, n, key).map_err(FailureKind::Malformed)
+    }
+
+    /// A readiness probe: a chat request that must answer 200 with a
+    /// parseable answer (an empty reply is fine).
+    pub(crate) async fn post_probe(&self, body: Vec<u8>, key: Option<&Secret>) -> Result<(), FailureKind> {
+        let mut rb = self
+            .http
+            .post(&self.chat_url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Mpo-Run-Probe", "ready")
+            .body(body);
+        if let Some(k) = key {
+            rb = rb.bearer_auth(&k.0);
+        }
+        let resp = rb.send().await.map_err(|e| classify(e, self.timeout, key))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| classify(e, self.timeout, key))?;
+        if !status.is_success() {
+            return Err(FailureKind::Status { status: status.as_u16(), body: wire::excerpt(&bytes, key), retry_after: None });
+        }
+        wire::parse_response(&bytes, 1, key).map(|_| ()).map_err(FailureKind::Malformed)
     }
 
     /// `GET {base}/models`: `Ok(status)` or the transport failure.
@@ -305,6 +339,18 @@ impl Drop for Lease {
     }
 }
 
+/// splitmix64's finaliser: a well-mixed 64-bit hash of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A stable hash of an endpoint's base URL (FNV-1a).
+fn url_hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+}
+
 fn lease(ep: &Arc<Endpoint>, probe: bool) -> Lease {
     ep.outstanding.fetch_add(1, Ordering::AcqRel);
     Lease { ep: Arc::clone(ep), probe }
@@ -320,12 +366,57 @@ impl Pool {
         Self { eps: eps.into_iter().map(Arc::new).collect(), rr: AtomicUsize::new(0) }
     }
 
+    /// `Some(why)` when every endpoint has refused connections for longer
+    /// than `limit` and none is due for a probe: calls then fail at once
+    /// instead of each retrying against a dead server. One call per
+    /// cool-down still probes, so a server that comes back is found.
+    pub(crate) fn dead_for(&self, limit: Duration) -> Option<String> {
+        let now = Instant::now();
+        let mut why = Vec::new();
+        for ep in &self.eps {
+            let h = ep.health();
+            let (since, err) = h.unreachable.as_ref()?;
+            let elapsed = now.duration_since(*since);
+            if elapsed < limit {
+                return None;
+            }
+            let probe_due = h.down_until.is_none_or(|t| t <= now) && !ep.probing.load(Ordering::Acquire);
+            if probe_due {
+                return None;
+            }
+            why.push(format!("`{}` refused connections for {:.0}s ({err})", ep.base, elapsed.as_secs_f64()));
+        }
+        Some(why.join("; "))
+    }
+
+    /// A session's endpoint among the up ones (see [`Pool::pick`]).
+    fn affine(&self, session: u64) -> Option<&Arc<Endpoint>> {
+        let up: Vec<&Arc<Endpoint>> = self.eps.iter().filter(|e| !e.down.load(Ordering::Acquire)).collect();
+        if up.is_empty() {
+            return None;
+        }
+        let total: usize = up.iter().map(|e| e.outstanding.load(Ordering::Acquire)).sum();
+        // Room for this request too: twice the mean load, ceil(2 (total + 1) / up).
+        let cap = (2 * (total + 1)).div_ceil(up.len());
+        let mut ranked: Vec<(u64, &Arc<Endpoint>)> = up.into_iter().map(|e| (mix(session ^ url_hash(&e.base)), e)).collect();
+        ranked.sort_by(|a, b| b.0.cmp(&a.0));
+        let fits = |e: &Arc<Endpoint>| e.outstanding.load(Ordering::Acquire) < cap && e.sem.available_permits() > 0;
+        ranked.iter().find(|(_, e)| fits(e)).or(ranked.first()).map(|(_, e)| *e)
+    }
+
     /// The endpoint for the next attempt: a down endpoint whose cool-down
-    /// is over (one probe at a time), else the up endpoint with the fewest
-    /// outstanding requests (ties rotate), else — all down — the one that
-    /// comes back first (the attempt fails fast and is retried with
-    /// back-off, so a call never waits unboundedly for a dead pool).
-    pub(crate) fn pick(&self) -> Lease {
+    /// is over (one probe at a time), else for a request of a `session`
+    /// (an episode) its own endpoint — the first up endpoint in the
+    /// session's rendezvous-hash order that has a free slot
+    /// (`max_concurrency`) and at most twice the mean load (consistent
+    /// hashing with bounded loads: the turns of one episode stay on one
+    /// replica and its prefix cache, and a replica that is taken out or
+    /// saturated moves only its own sessions), else
+    /// the up endpoint with the fewest outstanding requests (ties rotate),
+    /// else — all down — the one that comes back first (the attempt fails
+    /// fast and is retried with back-off, so a call never waits
+    /// unboundedly for a dead pool).
+    pub(crate) fn pick(&self, session: Option<u64>) -> Lease {
         let len = self.eps.len();
         if len == 1 {
             let ep = &self.eps[0];
@@ -343,6 +434,11 @@ impl Pool {
                 && ep.probing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
             {
                 return lease(ep, true);
+            }
+        }
+        if let Some(session) = session {
+            if let Some(ep) = self.affine(session) {
+                return lease(ep, false);
             }
         }
         let mut best: Option<(&Arc<Endpoint>, usize)> = None;

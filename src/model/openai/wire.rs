@@ -90,7 +90,7 @@ pub(crate) fn build_body(cfg: &OpenAiConfig, req: &ChatRequest, n: u32, seed: Op
     if !stop.is_empty() {
         body.insert("stop".into(), Value::Array(stop.into_iter().map(|s| Value::String(s.clone())).collect()));
     }
-    if let Some(seed) = seed {
+    if let Some(seed) = seed.filter(|_| cfg.send_seed) {
         body.insert("seed".into(), Value::from(seed));
     }
     if n > 1 {
@@ -162,11 +162,21 @@ pub(crate) fn parse_response(body: &[u8], n: u32, key: Option<&Secret>) -> Resul
     let mut out = Parsed { texts: Vec::with_capacity(choices.len()), ..Default::default() };
     for (i, c) in choices.into_iter().enumerate() {
         let text = c.message.and_then(|m| m.content).unwrap_or_default();
-        if text.is_empty() {
-            return Err(format!("choice {i} has empty content"));
-        }
+        // An empty reply that the server finished (`stop`: the model
+        // answered end-of-sequence at once, as an agent often does after a
+        // thought prefill) is an answer: the episode records it as a
+        // format error, as the in-process engine and the released loop do.
+        // Empty and unfinished is a broken answer.
+        let Some(finish) = c.finish_reason.filter(|f| !f.is_empty()) else {
+            if text.is_empty() {
+                return Err(format!("choice {i} has empty content and no finish_reason"));
+            }
+            out.texts.push(text);
+            out.finish_reasons.push("unknown".into());
+            continue;
+        };
         out.texts.push(text);
-        out.finish_reasons.push(c.finish_reason.unwrap_or_else(|| "unknown".into()));
+        out.finish_reasons.push(finish);
     }
     if let Some(u) = wire.usage {
         out.prompt_tokens = u.prompt_tokens.unwrap_or(0);
