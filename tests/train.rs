@@ -450,3 +450,23 @@ fn held_out_dpo_loss_of_an_untrained_policy_is_ln_2() {
     let e = out.log[0].eval_loss.expect("a held-out loss");
     assert!((e - std::f64::consts::LN_2).abs() < 1e-4, "held-out DPO loss {e}");
 }
+
+/// The progress callback gets each step's loss (the bar shows it).
+#[test]
+fn progress_reports_carry_the_steps_loss() {
+    let model = toy_model(&toy_corpus());
+    let data = toy_sft(&model);
+    let cfg = TrainConfig { lr: 1e-2, epochs: 2, batch_size: 4, micro_batch: 4, ..TrainConfig::default() };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let ctl = RunControl {
+        progress: Some(std::sync::Arc::new(move |p: mpo_run::train::StepProgress| sink.lock().unwrap().push(p))),
+        ..RunControl::default()
+    };
+    let out = train(model.net().clone(), model.arch(), &Objective::Sft(data), &cfg, "toy", &ctl).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), out.log.len());
+    for (p, r) in seen.iter().zip(&out.log) {
+        assert_eq!((p.step, p.total, p.loss), (r.step, 4, Some(r.loss)));
+    }
+}

@@ -153,8 +153,11 @@ pub fn build(t: &TableSpec, recs: &Records, report: &ReportSpec) -> Result<Table
                 metric.name(),
                 super::data::INTERVAL_METHOD
             );
-            if t.average || t.delta_over.is_some() {
-                what.push_str("; the Average column and Δ rows have none");
+            match (t.average, t.delta_over.is_some()) {
+                (true, true) => what.push_str("; the Average column and Δ rows have none"),
+                (true, false) => what.push_str("; the Average column has none"),
+                (false, true) => what.push_str("; Δ rows have none"),
+                (false, false) => {}
             }
             notes.push(what);
         } else {
