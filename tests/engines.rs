@@ -140,6 +140,7 @@ fn trl_trains_the_planner_under_torchrun_in_the_dag_and_resumes_after_a_kill() {
     let log = train_log(&art);
     assert_eq!(log.iter().map(|r| r.step).collect::<Vec<_>>(), (1..=8).collect::<Vec<u64>>(), "8 seed plans, batch 2 (1 × 2 ranks), 2 epochs");
     assert!(log.iter().all(|r| r.loss.is_finite() && r.grad_norm.is_finite() && r.lr > 0.0), "{log:?}");
+    assert!(log.iter().all(|r| r.finished_at.is_some()), "every computed step has its time (#26): {log:?}");
     let engine: Value = serde_json::from_slice(&std::fs::read(art.join("engine.json")).unwrap()).unwrap();
     assert_eq!(engine["engine"], "trl");
     assert!(engine["versions"]["trl"].is_string() && engine["versions"]["torch"].is_string(), "{engine}");
@@ -209,6 +210,11 @@ fn trl_trains_the_planner_under_torchrun_in_the_dag_and_resumes_after_a_kill() {
     let art2 = sft_artifact(&ctx2);
     let log2 = train_log(&art2);
     assert_eq!(log2.iter().map(|r| r.step).collect::<Vec<_>>(), (1..=8).collect::<Vec<u64>>());
+    // Rows read back from TRL's checkpoint have no time (its
+    // trainer_state.json keeps none); the steps computed after the resume
+    // have theirs, so the times are a suffix.
+    let timed = log2.iter().position(|r| r.finished_at.is_some()).expect("steps computed after the resume have times");
+    assert!(log2[timed..].iter().all(|r| r.finished_at.is_some()), "{log2:?}");
     for (a, b) in log.iter().zip(&log2) {
         assert!(rel(a.loss, b.loss) < 1e-4, "step {}: loss {} uninterrupted vs {} resumed", a.step, a.loss, b.loss);
     }

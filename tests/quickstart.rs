@@ -71,6 +71,8 @@ fn rows_without_timing(path: &Path) -> Vec<String> {
             if let Some(o) = v.as_object_mut() {
                 o.remove("wall_ms");
                 o.remove("tokens_per_s");
+                // When a step finished: the two runs ran at different times.
+                o.remove("finished_at");
             }
             v.to_string()
         })
@@ -122,11 +124,16 @@ fn reduced_quickstart_runs_every_stage_with_the_implied_row_counts() {
     assert!(rows("agent_sft", "train_log.parquet")[0] > 24u64.div_ceil(4));
 
     let index = std::fs::read_to_string(ctx.path("reports/quickstart/index.md")).unwrap();
-    for name in ["table2", "table3", "table4", "table5", "table6", "plan_quality", "figure3", "figure6"] {
+    for name in [
+        "table2", "table3", "table4", "table5", "table6", "plan_quality", "figure3", "figure6",
+        // #26: a loss curve per training stage (`rft` and `dpo` train only
+        // when the reduced run finds pairs), and Figure 3's error bars.
+        "## Training", "training_agent_sft", "training_sft", "error bars: 95% intervals",
+    ] {
         assert!(index.contains(name), "the report links {name}:\n{index}");
     }
     assert!(index.contains("**follower on household/seen**"), "the findings compare the plans by the scripted follower:\n{index}");
-    for f in ["table2.md", "table2.tex", "table2.csv", "plan_quality.md", "figure3.svg", "figure3.png"] {
+    for f in ["table2.md", "table2.tex", "table2.csv", "plan_quality.md", "figure3.svg", "figure3.png", "training_agent_sft.svg", "training_sft.png"] {
         assert!(ctx.path(&format!("reports/quickstart/{f}")).exists(), "{f}");
     }
 

@@ -3,6 +3,8 @@
 //! paper table snapshotted in Markdown and LaTeX, every figure drawn as SVG
 //! and PNG and parsed back, missing data turned into notes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use mpo_run::report::config::{FigureFormat, ReportSpec};
@@ -370,4 +372,161 @@ fn the_default_insertion_is_the_main_setting() {
             assert_eq!(tables::cell_map(&x.unwrap()), tables::cell_map(&y.unwrap()), "{name}");
         }
     }
+}
+
+/// The SVG's text nodes and the stroke colours of its polylines.
+fn svg_parts(path: &Path) -> (Vec<String>, Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let (mut texts, mut strokes) = (Vec::new(), Vec::new());
+    loop {
+        match reader.read_event().unwrap_or_else(|e| panic!("{} is not XML: {e}", path.display())) {
+            quick_xml::events::Event::Eof => break,
+            quick_xml::events::Event::Text(t) => texts.push(t.decode().unwrap().trim().to_string()),
+            quick_xml::events::Event::Empty(e) | quick_xml::events::Event::Start(e) if e.name().as_ref() == b"polyline" => {
+                let stroke = e.attributes().flatten().find(|a| a.key.as_ref() == b"stroke");
+                strokes.push(stroke.map(|a| String::from_utf8_lossy(&a.value).into_owned()).unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    (texts, strokes)
+}
+
+/// A report of results with a train log: the fixture's episodes and
+/// `synth::train_log`'s four training stages.
+fn report_with_training(spec: &ReportSpec) -> (tempfile::TempDir, PathBuf, String) {
+    let (dir, results) = fixture();
+    let mut log = synth::train_log(7).unwrap();
+    mpo_run::store::table::write_parquet(&results.join("train_log.parquet"), &mut log).unwrap();
+    let out = dir.path().join("reports");
+    let md = write_dir("fixture", spec, &results, &out).unwrap();
+    // `MPO_KEEP_FIGURES=DIR` keeps the drawings for a person to look at.
+    if let Ok(keep) = std::env::var("MPO_KEEP_FIGURES") {
+        for e in std::fs::read_dir(&out).unwrap().flatten().filter(|e| e.path().is_file()) {
+            std::fs::copy(e.path(), Path::new(&keep).join(e.file_name())).unwrap();
+        }
+    }
+    (dir, out, md)
+}
+
+/// #26: one loss-curve figure per training stage (DPO with reward accuracy
+/// and margin, SFT with its held-out loss), in every figure format, shown
+/// in `index.md`'s Training section.
+#[test]
+fn the_report_draws_a_loss_curve_per_training_stage() {
+    let (_d, out, md) = report_with_training(&spec());
+    let section = md.split("## Training\n").nth(1).expect("a training section").split("\n## ").next().unwrap();
+    insta::assert_snapshot!("training_section", section);
+    let blue = "#0072B2";
+    let orange = "#E69F00";
+    for (stage, panels, series) in [
+        ("agent_sft", vec!["Loss"], vec![blue]),
+        ("sft", vec!["Loss"], vec![blue, orange]),
+        ("rft", vec!["Loss"], vec![blue]),
+        ("dpo", vec!["Loss", "Reward accuracy", "Reward margin"], vec![blue]),
+    ] {
+        let name = format!("training_{stage}");
+        assert!(md.contains(&format!("![Training curves: {stage}]({name}.svg)")), "{stage} is embedded:\n{md}");
+        assert!(out.join(format!("{name}.png")).exists());
+        let (texts, strokes) = svg_parts(&out.join(format!("{name}.svg")));
+        assert!(texts.iter().any(|t| t == &format!("Training curves: {stage}")), "{stage}: title in {texts:?}");
+        assert_eq!(texts.iter().filter(|t| *t == "Optimizer step").count(), panels.len(), "{stage}: an x label per panel");
+        for p in &panels {
+            assert!(texts.iter().any(|t| t == p), "{stage}: panel `{p}` missing in {texts:?}");
+        }
+        // A curve per series and panel, plus its legend swatch: polylines
+        // in the series' colour.
+        for (k, colour) in series.iter().enumerate() {
+            let n = strokes.iter().filter(|s| s.eq_ignore_ascii_case(colour)).count();
+            let want = if k == 0 { panels.len() + 1 } else { 2 };
+            assert_eq!(n, want, "{stage}: polylines in {colour} ({strokes:?})");
+        }
+    }
+    // The held-out loss is its own series.
+    let (texts, _) = svg_parts(&out.join("training_sft.svg"));
+    assert!(texts.iter().any(|t| t == "Held-out"), "{texts:?}");
+}
+
+/// #26: Figure 3's bars carry 95% error bars — the very intervals a table
+/// of the same metric and cells prints — and state n.
+#[test]
+fn bar_charts_carry_the_tables_intervals_and_n() {
+    let (dir, results) = fixture();
+    let (eps, judge) = records(&results);
+    let spec = spec();
+    let f3 = spec.figures.iter().find(|f| f.name == "figure3").unwrap();
+    let fig = figures::build(f3, Some(&eps), Some(&judge), &spec).unwrap();
+    // The same cells as a table with intervals.
+    let table: ReportSpec = toml::from_str(
+        r#"
+[[table]]
+name = "rps"
+metric = "reward_per_step"
+rows = ["planner"]
+columns = ["sciworld/seen", "sciworld/unseen", "household/seen", "household/unseen"]
+filter = { planner = ["none", "sft", "mpo"], agent = ["small-8b"], insertion = ["none", "instruction"] }
+ci = true
+"#,
+    )
+    .unwrap();
+    let t = tables::build(&table.tables[0], &eps, &spec).unwrap();
+    let panel = &fig.panels[0];
+    for (series, planner) in panel.series.iter().zip(["none", "sft", "mpo"]) {
+        let row = t.rows.iter().find(|r| r.keys == [planner]).unwrap();
+        assert_eq!(series.errors.len(), series.points.len());
+        for (i, cell) in row.cells.iter().enumerate() {
+            assert_eq!(series.points[i].1, cell.value, "{planner} {i}");
+            assert_eq!(series.errors[i], cell.ci, "{planner} {i}: the bar's interval is the table's");
+            assert!(series.errors[i].is_some());
+        }
+    }
+    assert!(t.notes.iter().any(|n| n.contains("95% interval of the average reward per step")), "{:?}", t.notes);
+    assert_eq!(fig.legend, ["No plan (n = 8)", "SFT (n = 8)", "MPO (n = 8)"]);
+    assert!(fig.notes.iter().any(|n| n.starts_with("error bars: 95% intervals")), "{:?}", fig.notes);
+    // Drawn: one error-bar polyline (`plot::ERROR_BAR`) per bar, n in the legend.
+    let path = dir.path().join("figure3.svg");
+    plot::render(&fig, &path, FigureFormat::Svg).unwrap();
+    let (texts, strokes) = svg_parts(&path);
+    let bars = panel.series.iter().flat_map(|s| &s.points).filter(|p| p.1.is_some()).count();
+    assert_eq!(strokes.iter().filter(|s| *s == "#333333").count(), bars, "{strokes:?}");
+    assert!(texts.iter().any(|t| t == "MPO (n = 8)"), "{texts:?}");
+}
+
+/// `[report] tensorboard = true`: the train log as TensorBoard event
+/// files, read back by TensorBoard's own EventAccumulator (the pinned
+/// venv's, `MPO_RUN_PYTHON`): every scalar equals the log's (as f32).
+#[test]
+fn tensorboard_event_files_hold_the_train_log() {
+    let python = common::engine_python("MPO_RUN_PYTHON");
+    let mut spec = spec();
+    spec.tensorboard = true;
+    let (_d, out, md) = report_with_training(&spec);
+    assert!(md.contains("[`tensorboard/`](tensorboard/)"), "{md}");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/tensorboard_check.py");
+    let res = std::process::Command::new(&python).arg(&script).arg(out.join("tensorboard")).output().unwrap();
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    let got: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    // The shared `sft` node is written once; every stage has a run.
+    let runs: Vec<&String> = got.as_object().unwrap().keys().collect();
+    assert_eq!(runs, ["agent_sft", "dpo", "rft", "sft"]);
+    let log = synth::train_log(7).unwrap();
+    let rows = mpo_run::store::table::frame_to_json(&log).unwrap();
+    let mut compared = 0;
+    for (col, tag) in mpo_run::report::tensorboard::TAGS {
+        for run in &runs {
+            let want: Vec<(i64, f32)> = rows
+                .iter()
+                .filter(|r| r["variant"] == "base" && r["stage"] == run.as_str())
+                .filter_map(|r| r[col].as_f64().map(|v| (r["step"].as_i64().unwrap(), v as f32)))
+                .collect();
+            let have: Vec<(i64, f32)> = got[run.as_str()][tag]
+                .as_array()
+                .map(|a| a.iter().map(|p| (p[0].as_i64().unwrap(), p[1].as_f64().unwrap() as f32)).collect())
+                .unwrap_or_default();
+            assert_eq!(have, want, "{run} {tag}");
+            compared += want.len();
+        }
+    }
+    assert!(compared > 150, "{compared} scalars compared");
 }

@@ -392,3 +392,81 @@ fn damaged_checkpoint_resumes_from_the_previous_one() {
         assert!(tensors(&resumed.lm) == tensors(&straight.lm), "{what}: resumed parameters differ");
     }
 }
+
+/// #26: `eval_share` holds examples out of training (chosen by the seed)
+/// and logs their loss on each epoch's last step; every row carries the
+/// time its step finished.
+#[test]
+fn held_out_loss_is_logged_after_every_epoch() {
+    let model = toy_model(&toy_corpus());
+    let data = toy_sft(&model);
+    let cfg = TrainConfig { lr: 1e-2, epochs: 20, batch_size: 3, micro_batch: 3, eval_share: 0.25, ..TrainConfig::default() };
+    let obj = Objective::Sft(data);
+    let out = train(model.net().clone(), model.arch(), &obj, &cfg, "toy", &RunControl::default()).unwrap();
+    // 8 examples, 2 held out: 6 trained in batches of 3, 2 steps per epoch.
+    assert_eq!(out.log.len(), 40);
+    for r in &out.log {
+        assert_eq!(r.eval_loss.is_some(), r.step % 2 == 0, "step {}: held-out loss only on an epoch's last step", r.step);
+        assert!(r.finished_at.is_some(), "step {} has no time", r.step);
+    }
+    assert!(out.log.windows(2).all(|w| w[0].finished_at <= w[1].finished_at));
+    let evals: Vec<f64> = out.log.iter().filter_map(|r| r.eval_loss).collect();
+    assert!(evals.iter().all(|e| e.is_finite()));
+    assert!(evals[evals.len() - 1] < evals[0], "held-out loss did not fall: {evals:?}");
+    // The same split and numbers again (the draw is the seed's).
+    let again = train(model.net().clone(), model.arch(), &obj, &cfg, "toy", &RunControl::default()).unwrap();
+    assert_eq!(again.log.iter().map(|r| r.eval_loss).collect::<Vec<_>>(), out.log.iter().map(|r| r.eval_loss).collect::<Vec<_>>());
+    // Nothing held out: no held-out loss, and the log of before (#26 keeps
+    // `eval_share = 0` trainings unchanged).
+    let all = TrainConfig { eval_share: 0.0, epochs: 1, ..cfg.clone() };
+    let out = train(model.net().clone(), model.arch(), &obj, &all, "toy", &RunControl::default()).unwrap();
+    assert_eq!(out.log.len(), 3);
+    assert!(out.log.iter().all(|r| r.eval_loss.is_none()));
+}
+
+/// The held-out DPO loss is the training's loss on unseen pairs: with the
+/// policy still equal to the reference (a negligible step), ln 2 per pair.
+#[test]
+fn held_out_dpo_loss_of_an_untrained_policy_is_ln_2() {
+    let model = toy_model(&toy_corpus());
+    let enc = |s: String| model.tokenizer.encode(&s).unwrap();
+    let pairs: Vec<PairExample> = (0..8)
+        .map(|i| {
+            let p = enc(format!("take the {} {}", COLORS[i], ITEMS[i]));
+            PairExample {
+                chosen: Example::prompt_completion(&p, &enc(format!("go to drawer then put it in {}", ITEMS[i]))),
+                rejected: Example::prompt_completion(&p, &enc(format!("go to shelf then put it in {}", ITEMS[i]))),
+            }
+        })
+        .collect();
+    let dev = model.device().clone();
+    let rows: Vec<&Example> = pairs.iter().flat_map(|p| [&p.chosen, &p.rejected]).collect();
+    let r = score_examples(model.net(), model.arch(), &rows, &dev, 4096);
+    let reference: Vec<(f64, f64)> = r.chunks(2).map(|c| (c[0], c[1])).collect();
+    let obj = Objective::Dpo { pairs, reference, beta: 0.1, label_smoothing: 0.0, loss: DpoLoss::Sigmoid };
+    let cfg = TrainConfig { lr: 1e-12, epochs: 1, batch_size: 8, micro_batch: 8, eval_share: 0.25, ..TrainConfig::dpo_default() };
+    let out = train(model.net().clone(), model.arch(), &obj, &cfg, "toy", &RunControl::default()).unwrap();
+    assert_eq!(out.log.len(), 1);
+    let e = out.log[0].eval_loss.expect("a held-out loss");
+    assert!((e - std::f64::consts::LN_2).abs() < 1e-4, "held-out DPO loss {e}");
+}
+
+/// The progress callback gets each step's loss (the bar shows it).
+#[test]
+fn progress_reports_carry_the_steps_loss() {
+    let model = toy_model(&toy_corpus());
+    let data = toy_sft(&model);
+    let cfg = TrainConfig { lr: 1e-2, epochs: 2, batch_size: 4, micro_batch: 4, ..TrainConfig::default() };
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let ctl = RunControl {
+        progress: Some(std::sync::Arc::new(move |p: mpo_run::train::StepProgress| sink.lock().unwrap().push(p))),
+        ..RunControl::default()
+    };
+    let out = train(model.net().clone(), model.arch(), &Objective::Sft(data), &cfg, "toy", &ctl).unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), out.log.len());
+    for (p, r) in seen.iter().zip(&out.log) {
+        assert_eq!((p.step, p.total, p.loss), (r.step, 4, Some(r.loss)));
+    }
+}

@@ -107,7 +107,7 @@ fn bar(mp: &MultiProgress, label: &str, enabled: bool) -> ProgressBar {
     }
     let pb = mp.add(ProgressBar::new(0));
     pb.set_style(
-        ProgressStyle::with_template("{prefix:>32} [{bar:30}] {pos}/{len} items, eta {eta}")
+        ProgressStyle::with_template("{prefix:>32} [{bar:30}] {pos}/{len} items, eta {eta} {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );

@@ -18,7 +18,7 @@ use crate::store::table::{self, TRAIN_LOG};
 use crate::store::ArtifactWriter;
 use crate::train::dataset::Dataset;
 use crate::train::engine::{self, Method, TrainJob, TrainOutcome};
-use crate::train::{TrainConfig, TrainLogRow};
+use crate::train::{StepProgress, TrainConfig, TrainLogRow};
 
 /// The version of every training stage's key.
 pub const VERSION: u32 = 1;
@@ -71,9 +71,12 @@ pub async fn train(
         checkpoint_dir: checkpoint_dir.clone(),
         reference_scores: reference_scores.clone(),
         fingerprint: ctx.key.clone(),
-        progress: Some(Arc::new(move |s, t| {
-            bar.set_length(t);
-            bar.set_position(s);
+        progress: Some(Arc::new(move |p: StepProgress| {
+            bar.set_length(p.total);
+            bar.set_position(p.step);
+            if let Some(loss) = p.loss.filter(|l| l.is_finite()) {
+                bar.set_message(format!("loss {loss:.4}"));
+            }
         })),
     };
     let outcome = tokio::task::spawn_blocking(move || engine.train(job)).await??;

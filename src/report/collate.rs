@@ -37,6 +37,7 @@ pub fn collate(plan: &Plan, store: &Store) -> Result<BTreeMap<String, usize>> {
                 match &mut acc {
                     None => acc = Some(df),
                     Some(a) => {
+                        align(a, &mut df)?;
                         a.vstack_mut_owned(df)?;
                     }
                 }
@@ -58,4 +59,39 @@ pub fn collate(plan: &Plan, store: &Store) -> Result<BTreeMap<String, usize>> {
         }
     }
     Ok(counts)
+}
+
+/// Gives `a` and `b` the same columns in the same order: a column one of
+/// them lacks (an artifact written before the column existed, such as
+/// `train_log`'s `finished_at`) is added to it as nulls of the other's type.
+fn align(a: &mut DataFrame, b: &mut DataFrame) -> Result<()> {
+    fn add_missing(from: &DataFrame, to: &mut DataFrame) -> Result<()> {
+        for c in from.columns() {
+            if to.column(c.name()).is_err() {
+                let nulls = Column::full_null(c.name().clone(), to.height(), c.dtype());
+                to.with_column(nulls)?;
+            }
+        }
+        Ok(())
+    }
+    add_missing(a, b)?;
+    add_missing(b, a)?;
+    let order: Vec<PlSmallStr> = a.get_column_names().into_iter().cloned().collect();
+    *b = b.select(order)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_from_before_a_column_existed_stack_with_nulls() {
+        let mut a = df!("step" => [1u64, 2], "finished_at" => [Some(5i64), None]).unwrap();
+        let mut b = df!("step" => [3u64]).unwrap();
+        align(&mut a, &mut b).unwrap();
+        a.vstack_mut_owned(b).unwrap();
+        assert_eq!(a.height(), 3);
+        assert_eq!(a.column("finished_at").unwrap().null_count(), 2);
+    }
 }

@@ -258,11 +258,14 @@ impl Records {
         acc.reward_sum += r;
         acc.reward_sq += r * r;
         acc.successes += self.success[i] as u64;
-        if self.steps[i] > 0 {
-            acc.rps_sum += r / self.steps[i] as f64;
-        }
+        // An episode of 0 steps counts as 0 reward per step.
+        let rps = if self.steps[i] > 0 { r / self.steps[i] as f64 } else { 0.0 };
+        acc.rps_sum += rps;
+        acc.rps_sq += rps * rps;
         if keep {
             acc.rewards.push(r);
+            acc.succeeded.push(if self.success[i] { 1.0 } else { 0.0 });
+            acc.per_step.push(rps);
         }
     }
 
@@ -290,11 +293,19 @@ pub struct Acc {
     pub reward_sq: f64,
     pub successes: u64,
     pub rps_sum: f64,
+    pub rps_sq: f64,
     /// Judge verdicts: win, tie, loss, failed.
     pub verdicts: [u64; 4],
-    /// Rewards, kept only when an interval is wanted.
+    /// Per-episode rewards, successes (1 or 0) and rewards per step, kept
+    /// only when an interval is wanted.
     pub rewards: Vec<f64>,
+    pub succeeded: Vec<f64>,
+    pub per_step: Vec<f64>,
 }
+
+/// How every interval of the report is computed, for notes and captions.
+pub const INTERVAL_METHOD: &str =
+    "percentile bootstrap of the mean, 1,000 resamples with a fixed seed; the normal approximation above 2,000 episodes";
 
 /// Above this many episodes a cell's interval is the normal approximation
 /// (mean ± 1.96·sd/√n), which the bootstrap matches at that size, instead
@@ -319,16 +330,30 @@ impl Acc {
 
     /// Half-width of the 95% interval of the average reward.
     pub fn ci95(&self) -> Option<f64> {
+        self.ci95_of(Metric::AvgReward)
+    }
+
+    /// Half-width of the 95% interval of `metric`, a mean over the cell's
+    /// episodes ([`INTERVAL_METHOD`]); `None` for a cell without episodes
+    /// and for metrics that are not such means (counts, judge shares).
+    pub fn ci95_of(&self, metric: Metric) -> Option<f64> {
         let n = self.n as usize;
+        let (kept, sum, sq) = match metric {
+            Metric::AvgReward => (&self.rewards, self.reward_sum, self.reward_sq),
+            // 0/1 values: the sum of squares is the sum.
+            Metric::SuccessRate => (&self.succeeded, self.successes as f64, self.successes as f64),
+            Metric::RewardPerStep => (&self.per_step, self.rps_sum, self.rps_sq),
+            Metric::Count | Metric::JudgeWinRate => return None,
+        };
         if n == 0 {
             return None;
         }
-        if n <= BOOTSTRAP_MAX && self.rewards.len() == n {
-            let (lo, hi) = bootstrap_ci(&self.rewards, 1000, 0x5eed);
+        if n <= BOOTSTRAP_MAX && kept.len() == n {
+            let (lo, hi) = bootstrap_ci(kept, 1000, 0x5eed);
             return Some((hi - lo) / 2.0);
         }
-        let mean = self.reward_sum / n as f64;
-        let var = (self.reward_sq / n as f64 - mean * mean).max(0.0);
+        let mean = sum / n as f64;
+        let var = (sq / n as f64 - mean * mean).max(0.0);
         Some(1.96 * (var / n as f64).sqrt())
     }
 
@@ -338,10 +363,13 @@ impl Acc {
         self.reward_sq += o.reward_sq;
         self.successes += o.successes;
         self.rps_sum += o.rps_sum;
+        self.rps_sq += o.rps_sq;
         for k in 0..4 {
             self.verdicts[k] += o.verdicts[k];
         }
         self.rewards.extend_from_slice(&o.rewards);
+        self.succeeded.extend_from_slice(&o.succeeded);
+        self.per_step.extend_from_slice(&o.per_step);
     }
 }
 

@@ -32,6 +32,9 @@ pub enum PanelKind {
     Bars { categories: Vec<String>, stacked: bool },
     /// Lines over numeric x.
     Lines { log_x: bool },
+    /// Dense curves over numeric x (training steps): automatic ticks, no
+    /// markers once there are many points.
+    Curves,
 }
 
 /// One series: `points[i]` is `(x, y)`; for bars x is the category index.
@@ -39,6 +42,9 @@ pub enum PanelKind {
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, Option<f64>)>,
+    /// Half-widths of the points' 95% intervals, drawn as error bars
+    /// (`errors[i]` belongs to `points[i]`); empty when the series has none.
+    pub errors: Vec<Option<f64>>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -136,24 +142,38 @@ fn bars(f: &FigureSpec, recs: &Records, report: &ReportSpec, metric: Metric) -> 
     let idx = recs.select(&f.filter, &[f.series.as_str()], EPISODE_DEFAULTS)?;
     let groups = groups(f, recs, &idx)?;
     let series_vals = series_values(f, recs, &idx)?;
-    let cells = cell_accs(recs, &idx, &[f.series.as_str()], "env_split", &groups, false)?;
+    // Episodes kept per cell: the error bars are the tables' intervals.
+    let cells = cell_accs(recs, &idx, &[f.series.as_str()], "env_split", &groups, true)?;
     let scale = metric.default_scale();
     let mut notes = Vec::new();
+    let mut legend = Vec::new();
     let series = series_vals
         .iter()
         .map(|s| {
-            let points = (0..groups.len())
+            let mut ns = Vec::new();
+            let (points, errors): (Vec<_>, Vec<_>) = (0..groups.len())
                 .map(|g| {
-                    let v = cells.get(&(vec![s.clone()], g)).and_then(|a| a.value(metric)).map(|v| v * scale);
+                    let acc = cells.get(&(vec![s.clone()], g));
+                    let v = acc.and_then(|a| a.value(metric)).map(|v| v * scale);
                     if v.is_none() {
                         notes.push(format!("no data for {}=`{s}` in `{}`", f.series, groups[g]));
+                    } else if let Some(a) = acc {
+                        ns.push(a.n);
                     }
-                    (g as f64, v)
+                    ((g as f64, v), v.and(acc.and_then(|a| a.ci95_of(metric))).map(|e| e * scale))
                 })
-                .collect();
-            Series { name: report.label(s).to_string(), points }
+                .unzip();
+            legend.push(format!("{} ({})", report.label(s), n_label(&ns)));
+            Series { name: report.label(s).to_string(), points, errors }
         })
         .collect::<Vec<_>>();
+    if metric.has_interval() {
+        notes.push(format!(
+            "error bars: 95% intervals of the {} over each bar's episodes, as in the tables ({}); n: episodes per bar",
+            metric.name(),
+            super::data::INTERVAL_METHOD
+        ));
+    }
     let panel = Panel {
         title: String::new(),
         x_label: "Environment / split".into(),
@@ -164,11 +184,20 @@ fn bars(f: &FigureSpec, recs: &Records, report: &ReportSpec, metric: Metric) -> 
     Ok(Figure {
         name: f.name.clone(),
         title: capitalise(metric.name()),
-        legend: series_vals.iter().map(|s| report.label(s).to_string()).collect(),
+        legend,
         panels: vec![panel],
         notes,
         size: (0, 0),
     })
+}
+
+/// `n = 8`, or `n = 6–8` when the bars of a series differ.
+fn n_label(ns: &[u64]) -> String {
+    match (ns.iter().min(), ns.iter().max()) {
+        (Some(lo), Some(hi)) if lo == hi => format!("n = {lo}"),
+        (Some(lo), Some(hi)) => format!("n = {lo}–{hi}"),
+        _ => "no data".into(),
+    }
 }
 
 fn scaling(f: &FigureSpec, recs: &Records, report: &ReportSpec, metric: Metric) -> Result<Figure> {
@@ -206,7 +235,7 @@ fn scaling(f: &FigureSpec, recs: &Records, report: &ReportSpec, metric: Metric) 
                             (*p, v)
                         })
                         .collect();
-                    Series { name: report.label(s).to_string(), points }
+                    Series { name: report.label(s).to_string(), points, errors: vec![] }
                 })
                 .collect();
             Panel {
@@ -279,7 +308,7 @@ fn sweep(f: &FigureSpec, recs: &Records, report: &ReportSpec, metric: Metric) ->
                         (*x, y)
                     })
                     .collect();
-                Series { name: group_label(report, gname), points: pts }
+                Series { name: group_label(report, gname), points: pts, errors: vec![] }
             })
             .collect();
         panels.push(Panel {
@@ -316,10 +345,12 @@ fn judge_bars(f: &FigureSpec, recs: &Records, report: &ReportSpec) -> Result<Fig
     let mut notes = Vec::new();
     let mut shares: BTreeMap<usize, [Option<f64>; 3]> = BTreeMap::new();
     let mut failed = Vec::new();
+    let mut judged_n = Vec::new();
     for (i, d) in dims.iter().enumerate() {
         let acc = groups.get(&vec![d.clone()]);
         let v = acc.map(|a| a.verdicts).unwrap_or_default();
         let judged = v[WIN as usize] + v[TIE as usize] + v[LOSS as usize];
+        judged_n.push(format!("{d} {judged}"));
         if v[FAILED as usize] > 0 {
             failed.push(format!("{} {d}", v[FAILED as usize]));
         }
@@ -334,10 +365,15 @@ fn judge_bars(f: &FigureSpec, recs: &Records, report: &ReportSpec) -> Result<Fig
     if !failed.is_empty() {
         notes.insert(0, format!("judge replies that failed to parse are left out ({})", failed.join(", ")));
     }
+    notes.push(format!("n, tasks judged per dimension: {}", judged_n.join(", ")));
     let series = JUDGE_SERIES
         .iter()
         .enumerate()
-        .map(|(k, name)| Series { name: name.to_string(), points: (0..dims.len()).map(|i| (i as f64, shares[&i][k])).collect() })
+        .map(|(k, name)| Series {
+            name: name.to_string(),
+            points: (0..dims.len()).map(|i| (i as f64, shares[&i][k])).collect(),
+            errors: vec![],
+        })
         .collect();
     let panel = Panel {
         title: String::new(),

@@ -30,6 +30,8 @@ pub mod metrics;
 pub mod plot;
 pub mod synth;
 pub mod tables;
+pub mod tensorboard;
+pub mod training;
 
 use config::{FigureFormat, ReportSpec, TableFormat};
 use data::Records;
@@ -124,28 +126,10 @@ pub fn write_dir(experiment: &str, report: &ReportSpec, results: &Path, dir: &Pa
             }
         };
         writeln!(md, "### {} (`{}`)\n", fig.title, fig.name)?;
-        let mut links = Vec::new();
-        for format in &report.figure_formats {
-            let ext = match format {
-                FigureFormat::Svg => "svg",
-                FigureFormat::Png => "png",
-            };
-            let file = format!("{}.{ext}", fig.name);
-            plot::render(&fig, &dir.join(&file), *format)?;
-            links.push((ext, file));
-        }
-        if let Some((_, file)) = links.first() {
-            writeln!(md, "![{}]({file})\n", fig.title)?;
-        }
-        let l: Vec<String> = links.iter().map(|(e, f)| format!("[{}]({f})", e.to_uppercase())).collect();
-        writeln!(md, "{}\n", l.join(" · "))?;
-        for n in &fig.notes {
-            writeln!(md, "- Note: {n}.")?;
-        }
-        if !fig.notes.is_empty() {
-            writeln!(md)?;
-        }
+        embed_figure(&mut md, &fig, report, dir)?;
     }
+
+    training_section(&mut md, report, results, dir)?;
 
     if let Some(recs) = &episodes {
         findings(&mut md, recs)?;
@@ -171,6 +155,76 @@ pub fn write_dir(experiment: &str, report: &ReportSpec, results: &Path, dir: &Pa
         }
     }
     Ok(md)
+}
+
+/// Draws `fig` in every figure format of `report` into `dir` and writes
+/// its image, links and notes into `md`.
+fn embed_figure(md: &mut String, fig: &figures::Figure, report: &ReportSpec, dir: &Path) -> Result<()> {
+    let mut links = Vec::new();
+    for format in &report.figure_formats {
+        let ext = match format {
+            FigureFormat::Svg => "svg",
+            FigureFormat::Png => "png",
+        };
+        let file = format!("{}.{ext}", fig.name);
+        plot::render(fig, &dir.join(&file), *format)?;
+        links.push((ext, file));
+    }
+    if let Some((_, file)) = links.first() {
+        writeln!(md, "![{}]({file})\n", fig.title)?;
+    }
+    let l: Vec<String> = links.iter().map(|(e, f)| format!("[{}]({f})", e.to_uppercase())).collect();
+    writeln!(md, "{}\n", l.join(" · "))?;
+    for n in &fig.notes {
+        writeln!(md, "- Note: {n}.")?;
+    }
+    if !fig.notes.is_empty() {
+        writeln!(md)?;
+    }
+    Ok(())
+}
+
+/// `## Training`: the curves of every training stage in the collated
+/// `train_log.parquet` ([`training`]), and with `[report] tensorboard`
+/// the same log as TensorBoard event files ([`tensorboard`]). Nothing is
+/// written when there is no train log.
+fn training_section(md: &mut String, report: &ReportSpec, results: &Path, dir: &Path) -> Result<()> {
+    let path = results.join("train_log.parquet");
+    if !path.exists() {
+        return Ok(());
+    }
+    writeln!(md, "## Training\n")?;
+    let curves = match training::curves(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!("training curves: {e:#}");
+            writeln!(md, "> **Note:** `{}` could not be read: {e:#}.\n", path.display())?;
+            return Ok(());
+        }
+    };
+    if curves.is_empty() {
+        writeln!(md, "No training steps logged yet.\n")?;
+        return Ok(());
+    }
+    writeln!(md, "{}\n", training::LOSS_NOTE)?;
+    for c in &curves {
+        writeln!(md, "### {} (`{}`)\n", c.figure.title, c.figure.name)?;
+        for s in &c.summary {
+            writeln!(md, "- {s}.")?;
+        }
+        writeln!(md)?;
+        embed_figure(md, &c.figure, report, dir)?;
+    }
+    if report.tensorboard {
+        let tb = dir.join("tensorboard");
+        let written = tensorboard::write_train_log(&path, &tb)?;
+        writeln!(
+            md,
+            "TensorBoard event files of the train log ({written} scalars, one run per stage and variant): \
+             [`tensorboard/`](tensorboard/); view them with `tensorboard --logdir` on that directory.\n"
+        )?;
+    }
+    Ok(())
 }
 
 /// Plain statements of what the evaluation shows: for each variant, env
@@ -277,23 +331,26 @@ fn summary(md: &mut String, recs: &Records) -> Result<()> {
     writeln!(md, "|{}---:|---:|---:|---:|", "---|".repeat(DIMS.len()))?;
     for (key, acc) in &sorted {
         let m = |metric| acc.value(metric).unwrap_or(f64::NAN);
+        let ci = |metric| acc.ci95_of(metric).unwrap_or(f64::NAN);
         writeln!(
             md,
-            "| {} | {} | {:.3} ± {:.3} | {:.3} | {:.4} |",
+            "| {} | {} | {:.3} ± {:.3} | {:.3} ± {:.3} | {:.4} ± {:.4} |",
             key.join(" | "),
             acc.n,
             m(config::Metric::AvgReward),
-            acc.ci95().unwrap_or(f64::NAN),
+            ci(config::Metric::AvgReward),
             m(config::Metric::SuccessRate),
-            m(config::Metric::RewardPerStep)
+            ci(config::Metric::SuccessRate),
+            m(config::Metric::RewardPerStep),
+            ci(config::Metric::RewardPerStep)
         )?;
     }
     writeln!(
         md,
-        "\nAvg reward: mean final reward (± half-width of a 95% interval: percentile bootstrap, or the normal \
-         approximation above {} episodes). Success rate: share of successful episodes. Reward/step: final reward \
-         / steps, averaged over episodes (Fig. 3).\n",
-        data::BOOTSTRAP_MAX
+        "\nAvg reward: mean final reward. Success rate: share of successful episodes. Reward/step: final reward / \
+         steps, averaged over episodes (Fig. 3). Each ± is the half-width of a 95% interval of that mean over the \
+         cell's episodes ({}).\n",
+        data::INTERVAL_METHOD
     )?;
     Ok(())
 }

@@ -38,6 +38,8 @@ pub const OKABE_ITO: [RGBColor; 8] = [
 ];
 const NEUTRAL: RGBColor = RGBColor(0xBB, 0xBB, 0xBB);
 const GREY_TEXT: RGBColor = RGBColor(0x66, 0x66, 0x66);
+/// Error bars: near-black, distinct from the axes' black.
+pub const ERROR_BAR: RGBColor = RGBColor(0x33, 0x33, 0x33);
 
 /// An axis with ticks exactly at `keys` (categories, swept values, agent
 /// sizes), formatted by the caller. plotters' own `with_key_points` loses
@@ -134,6 +136,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
             PanelKind::Bars { categories, stacked: false } => bars(area, fig, panel, categories)?,
             PanelKind::Bars { categories, stacked: true } => stacked(area, fig, panel, categories)?,
             PanelKind::Lines { log_x } => lines(area, fig, panel, *log_x)?,
+            PanelKind::Curves => curves(area, fig, panel)?,
         }
     }
     Ok(())
@@ -141,7 +144,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &Figure) -> Resu
 
 fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure) -> Result<()> {
     let font: TextStyle = (FONT, 18).into();
-    let is_lines = fig.panels.iter().any(|p| matches!(p.kind, PanelKind::Lines { .. }));
+    let is_lines = fig.panels.iter().any(|p| matches!(p.kind, PanelKind::Lines { .. } | PanelKind::Curves));
     let widths: Vec<u32> = fig
         .legend
         .iter()
@@ -222,7 +225,9 @@ fn no_data<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> 
 
 fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure, panel: &Panel, cats: &[String]) -> Result<()> {
     let n = cats.len().max(1);
-    let ymax = panel.series.iter().flat_map(|s| s.points.iter().filter_map(|p| p.1)).fold(0.0, f64::max);
+    // The top of a bar's error bar, or of the bar.
+    let top = |s: &super::figures::Series, i: usize| s.points[i].1.map(|y| y + s.errors.get(i).copied().flatten().unwrap_or(0.0));
+    let ymax = panel.series.iter().flat_map(|s| (0..s.points.len()).filter_map(move |i| top(s, i))).fold(0.0, f64::max);
     let ymax = nice_max(ymax * 1.12);
     let mut b = ChartBuilder::on(area);
     b.margin(14).x_label_area_size(56).y_label_area_size(78);
@@ -251,15 +256,24 @@ fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure, panel: 
     let label_font: TextStyle = (FONT, if bar_px > 46.0 { 14 } else { 12 }).into();
     for (s, series) in panel.series.iter().enumerate() {
         let c = color(fig, s);
-        for &(x, y) in &series.points {
+        for (i, &(x, y)) in series.points.iter().enumerate() {
             let x0 = x - 0.4 + s as f64 * bw;
             let mid = x0 + bw / 2.0;
             match y {
                 Some(y) => {
                     d!(chart.draw_series(std::iter::once(Rectangle::new([(x0 + 0.01, 0.0), (x0 + bw - 0.01, y)], c.filled()))));
+                    let err = series.errors.get(i).copied().flatten();
+                    if let Some(e) = err {
+                        // One polyline per error bar: lower cap, whisker, upper cap.
+                        let cap = bw * 0.18;
+                        let (lo, hi) = ((y - e).max(0.0), y + e);
+                        let path = vec![(mid - cap, lo), (mid + cap, lo), (mid, lo), (mid, hi), (mid - cap, hi), (mid + cap, hi)];
+                        d!(chart.draw_series(std::iter::once(PathElement::new(path, ERROR_BAR.stroke_width(2)))));
+                    }
                     if bar_px >= 30.0 {
                         let style = label_font.clone().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
-                        d!(chart.draw_series(std::iter::once(Text::new(short_label(y), (mid, y + ymax * 0.01), style))));
+                        let at = y + err.unwrap_or(0.0) + ymax * 0.01;
+                        d!(chart.draw_series(std::iter::once(Text::new(short_label(y), (mid, at), style))));
                     }
                 }
                 None => {
@@ -364,6 +378,59 @@ fn lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure, panel:
         mesh_lines(&mut chart, panel, yhi - ylo)?;
         draw_lines(&mut chart, fig, panel)
     }
+}
+
+/// Dense curves (training steps): plotters' own ticks on both axes, thin
+/// lines, markers only when a series has few points.
+fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure, panel: &Panel) -> Result<()> {
+    let pts = || panel.series.iter().flat_map(|s| s.points.iter().filter_map(|p| p.1.map(|y| (p.0, y))));
+    if pts().next().is_none() {
+        return no_data(area, panel);
+    }
+    let (xlo, xhi) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (x, _)| (a.min(x), b.max(x)));
+    let (ylo, yhi) = pts().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), (_, y)| (a.min(y), b.max(y)));
+    let pad = ((yhi - ylo) * 0.08).max(yhi.abs() * 0.02).max(1e-3);
+    let (ylo, yhi) = (if ylo >= 0.0 { (ylo - pad).max(0.0) } else { ylo - pad }, yhi + pad);
+    let xpad = ((xhi - xlo) * 0.02).max(0.5);
+    let mut b = ChartBuilder::on(area);
+    b.margin(14).margin_right(24).x_label_area_size(56).y_label_area_size(if panel.y_label.is_empty() { 52 } else { 78 });
+    if !panel.title.is_empty() {
+        b.caption(&panel.title, (FONT, 20));
+    }
+    let mut chart = d!(b.build_cartesian_2d(xlo - xpad..xhi + xpad, ylo..yhi));
+    let span = yhi - ylo;
+    d!(chart
+        .configure_mesh()
+        .x_labels(6)
+        .y_labels(6)
+        .x_label_formatter(&|v| short(*v))
+        .y_label_formatter(&|v| tick(*v, span))
+        .y_desc(panel.y_label.as_str())
+        .x_desc(panel.x_label.as_str())
+        .label_style((FONT, 17))
+        .axis_desc_style((FONT, 19))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(BLACK.mix(0.12))
+        .draw());
+    for (s, series) in panel.series.iter().enumerate() {
+        // Series are matched to the legend by name (a panel may show a
+        // subset of the figure's series).
+        let k = fig.legend.iter().position(|l| *l == series.name).unwrap_or(s);
+        let c = color(fig, k);
+        let seg: Vec<(f64, f64)> = series.points.iter().filter_map(|p| p.1.map(|y| (p.0, y))).collect();
+        if seg.len() > 1 {
+            d!(chart.draw_series(LineSeries::new(seg.iter().copied(), c.stroke_width(2))));
+        }
+        if seg.len() <= 30 {
+            for &(x, y) in &seg {
+                let pos = chart.backend_coord(&(x, y));
+                let area = chart.plotting_area().strip_coord_spec();
+                let (ox, oy) = chart.plotting_area().get_base_pixel();
+                draw_marker(&area, (pos.0 - ox, pos.1 - oy), k, c)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn mesh_lines<DB, X>(chart: &mut ChartContext<'_, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>, panel: &Panel, span: f64) -> Result<()>

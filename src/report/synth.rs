@@ -232,3 +232,59 @@ pub fn write(dir: &Path, tasks: usize, judge_tasks: usize) -> Result<(usize, usi
     write_parquet(&dir.join("judge.parquet"), &mut j)?;
     Ok((e.height(), j.height()))
 }
+
+/// A collated `train_log.parquet` (#26's curves): `agent_sft` (24 steps),
+/// `sft` (12 steps, held-out loss after each of 3 epochs), `rft` (6 steps)
+/// and `dpo` (10 steps, with reward accuracy and margin), variant `base`,
+/// and `sft` again under variant `mpo.m=3` with the same rows (a node
+/// shared by variants). Losses decay with seeded noise.
+pub fn train_log(seed: u64) -> Result<DataFrame> {
+    use crate::store::table::{to_frame_json, PROVENANCE, TRAIN_LOG};
+    let mut rng = Rng(seed);
+    let mut rows = Vec::new();
+    let start = 1_796_000_000_000_000i64; // µs, 2026-11-30
+    let stage_rows = |stage: &str, steps: u64, epochs: u64, dpo: bool, rng: &mut Rng| {
+        let per_epoch = steps / epochs;
+        let mut out = Vec::new();
+        for step in 1..=steps {
+            let t = step as f64 / steps as f64;
+            let loss = if dpo { 0.693 * (-1.5 * t).exp() } else { 2.5 * (-2.0 * t).exp() + 0.3 } + 0.05 * (rng.next() - 0.5);
+            let mut r = serde_json::json!({
+                "stage": stage, "step": step, "epoch": step as f64 / per_epoch as f64, "loss": loss,
+                "lr": 1e-5 * (1.0 - t), "grad_norm": 1.0 + rng.next(), "tokens_per_s": 900.0 + 100.0 * rng.next(),
+                "finished_at": start + step as i64 * 1_000_000,
+            });
+            if dpo {
+                let margin = 2.0 * t + 0.1 * rng.next();
+                r["reward_accuracy"] = (0.5 + 0.45 * t).into();
+                r["chosen_reward"] = (margin / 2.0).into();
+                r["rejected_reward"] = (-margin / 2.0).into();
+                r["margin"] = margin.into();
+            }
+            if stage == "sft" && step % per_epoch == 0 {
+                r["eval_loss"] = (loss + 0.2).into();
+            }
+            out.push(r);
+        }
+        out
+    };
+    let mut add = |variant: &str, rs: &[serde_json::Value]| {
+        for r in rs {
+            let mut r = r.clone();
+            r["experiment"] = "fixture".into();
+            r["variant"] = variant.into();
+            rows.push(r);
+        }
+    };
+    let agent = stage_rows("agent_sft", 24, 2, false, &mut rng);
+    let sft = stage_rows("sft", 12, 3, false, &mut rng);
+    let rft = stage_rows("rft", 6, 1, false, &mut rng);
+    let dpo = stage_rows("dpo", 10, 1, true, &mut rng);
+    add("base", &agent);
+    add("base", &sft);
+    add("mpo.m=3", &sft);
+    add("base", &rft);
+    add("base", &dpo);
+    let cols: Vec<_> = PROVENANCE.iter().chain(TRAIN_LOG).copied().collect();
+    to_frame_json(&cols, &rows)
+}

@@ -135,7 +135,7 @@ pub fn build(t: &TableSpec, recs: &Records, report: &ReportSpec) -> Result<Table
         for (c, col) in col_keys.iter().enumerate() {
             let acc = cells.get(&(combo.clone(), c));
             let value = acc.and_then(|a| a.value(metric)).map(|v| v * scale);
-            let ci = if t.ci { acc.and_then(Acc::ci95).map(|v| v * scale) } else { None };
+            let ci = if t.ci { acc.and_then(|a| a.ci95_of(metric)).map(|v| v * scale) } else { None };
             if value.is_none() {
                 let head = if combo.is_empty() { String::new() } else { format!("{} ", describe(combo)) };
                 notes.push(format!("no data for {head}in column `{col}`"));
@@ -145,8 +145,27 @@ pub fn build(t: &TableSpec, recs: &Records, report: &ReportSpec) -> Result<Table
         let labels = combo.iter().map(|v| report.label(v).to_string()).collect();
         rows.push(Row { keys: combo.clone(), labels, kind: RowKind::Value, cells: rc });
     }
-    if t.ci && !matches!(metric, super::config::Metric::AvgReward) {
-        notes.push(format!("`ci` applies to `avg_reward` only; {} has no interval here", metric.name()));
+    if t.ci {
+        // Say what the ± is, so a reader never has to guess (#26).
+        if metric.has_interval() {
+            let mut what = format!(
+                "± is the half-width of a 95% interval of the {} over the cell's episodes ({})",
+                metric.name(),
+                super::data::INTERVAL_METHOD
+            );
+            match (t.average, t.delta_over.is_some()) {
+                (true, true) => what.push_str("; the Average column and Δ rows have none"),
+                (true, false) => what.push_str("; the Average column has none"),
+                (false, true) => what.push_str("; Δ rows have none"),
+                (false, false) => {}
+            }
+            notes.push(what);
+        } else {
+            notes.push(format!(
+                "`ci` applies to means over episodes (`avg_reward`, `success_rate`, `reward_per_step`); {} has no interval here",
+                metric.name()
+            ));
+        }
     }
 
     if t.average {

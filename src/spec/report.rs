@@ -83,6 +83,14 @@ pub struct ReportSpec {
     /// `[[report.figure]]`.
     #[serde(default, rename = "figure", skip_serializing_if = "Vec::is_empty")]
     pub figures: Vec<FigureSpec>,
+    /// Also write the train log as TensorBoard event files under
+    /// `reports/<experiment>/tensorboard/<stage>/` (#26).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tensorboard: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for ReportSpec {
@@ -96,6 +104,7 @@ impl Default for ReportSpec {
             labels: BTreeMap::new(),
             tables: vec![],
             figures: vec![],
+            tensorboard: false,
         }
     }
 }
@@ -191,6 +200,12 @@ impl Metric {
     /// Whether the metric reads judge rows rather than episodes.
     pub fn is_judge(self) -> bool {
         self == Metric::JudgeWinRate
+    }
+    /// Whether the report computes a 95% interval for it: the metrics that
+    /// are means over episodes (`avg_reward`, `success_rate`,
+    /// `reward_per_step`).
+    pub fn has_interval(self) -> bool {
+        matches!(self, Metric::AvgReward | Metric::SuccessRate | Metric::RewardPerStep)
     }
     /// The default printing scale (the paper prints rewards and rates ×100).
     pub fn default_scale(self) -> f64 {

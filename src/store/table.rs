@@ -22,6 +22,10 @@ pub enum ColType {
     U64,
     F64,
     Bool,
+    /// A UTC instant, stored as Parquet `timestamp[us, tz=UTC]`; rows
+    /// carry it as integer microseconds since the Unix epoch
+    /// (`chrono::serde::ts_microseconds_option`).
+    TimestampUtc,
 }
 
 /// One declared column.
@@ -109,6 +113,8 @@ pub const TRAIN_LOG: &[Col] = &[
     opt("chosen_reward", F64),
     opt("rejected_reward", F64),
     opt("margin", F64),
+    opt("finished_at", TimestampUtc),
+    opt("eval_loss", F64),
 ];
 
 /// An episode row (see [`EPISODES`]).
@@ -202,6 +208,11 @@ pub fn to_frame_json(cols: &[Col], rows: &[serde_json::Value]) -> Result<DataFra
                     rows.iter().map(|r| cell(r).map(|v| v.as_bool())).collect::<Result<_>>()?;
                 Column::new(name, v)
             }
+            TimestampUtc => {
+                let v: Vec<Option<i64>> =
+                    rows.iter().map(|r| cell(r).map(|v| v.as_i64())).collect::<Result<_>>()?;
+                Series::new(name, v).into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)).into()
+            }
         };
         columns.push(column);
     }
@@ -247,6 +258,19 @@ pub fn frame_to_json(df: &DataFrame) -> Result<Vec<serde_json::Value>> {
                 let ca = s.bool()?;
                 for i in 0..ca.len() {
                     let v = ca.get(i);
+                    rows[i].insert(name.clone(), v.map_or(serde_json::Value::Null, |v| v.into()));
+                }
+            }
+            DataType::Datetime(unit, _) => {
+                // As microseconds since the epoch, whatever the stored unit.
+                let ca = s.datetime()?.physical();
+                let us = |v: i64| match unit {
+                    TimeUnit::Nanoseconds => v.div_euclid(1000),
+                    TimeUnit::Microseconds => v,
+                    TimeUnit::Milliseconds => v * 1000,
+                };
+                for i in 0..ca.len() {
+                    let v = ca.get(i).map(us);
                     rows[i].insert(name.clone(), v.map_or(serde_json::Value::Null, |v| v.into()));
                 }
             }
@@ -311,5 +335,25 @@ mod tests {
         assert_eq!(write_rows(&p, PLANS, &rows).unwrap(), 2);
         let back: Vec<PlanRow> = read_rows(&p).unwrap();
         assert_eq!(back, rows);
+    }
+
+    /// `finished_at` is a Parquet UTC timestamp in microseconds, null where
+    /// a row has no time, and reads back to the same instant.
+    #[test]
+    fn train_log_times_are_utc_microsecond_timestamps() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |step: u64, at: Option<i64>| {
+            let mut r = serde_json::json!({ "stage": "sft", "step": step, "epoch": 1.0, "loss": 1.0, "lr": 0.0, "grad_norm": 0.0, "tokens_per_s": 0.0 });
+            r["finished_at"] = at.into();
+            r
+        };
+        let rows = vec![row(1, Some(1_796_000_123_456_789)), row(2, None)];
+        let p = dir.path().join("train_log.parquet");
+        write_parquet(&p, &mut to_frame_json(TRAIN_LOG, &rows).unwrap()).unwrap();
+        let df = read_parquet(&p).unwrap();
+        assert_eq!(df.column("finished_at").unwrap().dtype(), &DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)));
+        let back = frame_to_json(&df).unwrap();
+        assert_eq!(back[0]["finished_at"], 1_796_000_123_456_789i64);
+        assert!(back[1]["finished_at"].is_null());
     }
 }

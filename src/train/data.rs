@@ -103,6 +103,24 @@ pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     order
 }
 
+/// The examples of a training split into `(trained, held out)` indices:
+/// `round(n × share)` examples (at least 1 when `share > 0`, and never all
+/// of them) chosen by `seed`, each list in ascending order. `share = 0`
+/// trains on everything, in order.
+pub fn held_out_split(n: usize, share: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    if !(share > 0.0) || n < 2 {
+        return ((0..n).collect(), Vec::new());
+    }
+    let k = ((n as f64 * share).round() as usize).clamp(1, n - 1);
+    // A stream of its own, so the epochs' order is not the held-out draw's.
+    let order = shuffled(n, seed ^ 0x4845_4C44_4F55_5421);
+    let mut held: Vec<usize> = order[..k].to_vec();
+    let mut trained: Vec<usize> = order[k..].to_vec();
+    held.sort_unstable();
+    trained.sort_unstable();
+    (trained, held)
+}
+
 /// The optimizer-step groups of an epoch: the examples in a seeded order,
 /// cut into groups of `batch` (the last may be smaller).
 pub fn epoch_groups(n: usize, batch: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<Vec<usize>> {

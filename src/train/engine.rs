@@ -12,14 +12,12 @@
 //! [`engine`] and [`ENGINES`] (`docs/ARCHITECTURE.md`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-
 use anyhow::{anyhow, bail, Context, Result};
 
 use super::data::{chat_example, completion_example, Example, PairExample};
 use super::dataset::Dataset;
 use super::trainer::{score_examples, train, Objective, RunControl};
-use super::{TrainConfig, TrainLogRow};
+use super::{ProgressFn, TrainConfig, TrainLogRow};
 use crate::model::local::{LocalModel, LocalModelConfig};
 
 /// The default engine.
@@ -59,8 +57,8 @@ pub struct TrainJob {
     /// Identifies the job in checkpoints (a checkpoint of another job is
     /// never resumed from).
     pub fingerprint: String,
-    /// `(step, total)` as training advances.
-    pub progress: Option<Arc<dyn Fn(u64, u64) + Send + Sync>>,
+    /// Step, total and the latest loss as training advances.
+    pub progress: Option<ProgressFn>,
 }
 
 /// What a training produced besides its directory.

@@ -141,10 +141,20 @@ pub struct TrainConfig {
     /// How an external engine is launched (`[train.X.launch]`).
     #[serde(default, skip_serializing_if = "external::Launch::is_default")]
     pub launch: external::Launch,
+    /// Share of the training examples (pairs for DPO) held out of training
+    /// and scored after every epoch (`eval_loss` in `train_log`); chosen by
+    /// `seed`. 0 (the default) holds nothing out and is left out of cache
+    /// keys, so keys made before it existed hold. The burn engine only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub eval_share: f64,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn d_engine() -> String {
@@ -181,6 +191,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             engine: d_engine(),
             launch: external::Launch::default(),
+            eval_share: 0.0,
         }
     }
 }
@@ -212,6 +223,9 @@ impl TrainConfig {
         }
         if self.max_len < 2 {
             return Err("max_len must be at least 2".into());
+        }
+        if !(0.0..0.5).contains(&self.eval_share) {
+            return Err(format!("eval_share must be in [0, 0.5) (a share of the training examples held out), got {}", self.eval_share));
         }
         if !engine::ENGINES.contains(&self.engine.as_str()) {
             return Err(format!(
@@ -251,4 +265,26 @@ pub struct TrainLogRow {
     pub chosen_reward: Option<f64>,
     pub rejected_reward: Option<f64>,
     pub margin: Option<f64>,
+    /// When the step finished (UTC). `None` for rows an external engine
+    /// resumed from its checkpoint (its `trainer_state.json` keeps no
+    /// times) and for rows of checkpoints saved before times were kept.
+    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Mean loss on the held-out share (`eval_share`), on the last step of
+    /// each epoch; `None` elsewhere and when nothing is held out.
+    #[serde(default)]
+    pub eval_loss: Option<f64>,
 }
+
+/// What a training reports after each optimizer step (the progress bar
+/// shows the latest loss).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepProgress {
+    pub step: u64,
+    pub total: u64,
+    /// The step's training loss, when the engine reported one.
+    pub loss: Option<f64>,
+}
+
+/// The progress callback of a training.
+pub type ProgressFn = std::sync::Arc<dyn Fn(StepProgress) + Send + Sync>;

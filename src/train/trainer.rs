@@ -155,6 +155,41 @@ fn micro_loss(
     }
 }
 
+/// The mean loss of the held-out examples `held` under `lm`: token
+/// cross-entropy over their trained tokens (SFT), or the DPO loss per pair
+/// against the same reference scores — the training loss's definitions.
+fn held_out_loss(obj: &Objective, held: &[usize], lm: &CausalLm, arch: &ArchConfig, device: &Device) -> f64 {
+    match obj {
+        Objective::Sft(examples) => {
+            let rows: Vec<&Example> = held.iter().map(|&i| &examples[i]).collect();
+            let logp: f64 = score_examples(lm, arch, &rows, device, 16384).iter().sum();
+            let targets = rows.iter().map(|e| e.targets()).sum::<usize>().max(1);
+            -logp / targets as f64
+        }
+        Objective::Dpo { pairs, reference, beta, label_smoothing, loss } => {
+            let rows: Vec<&Example> = held.iter().flat_map(|&i| [&pairs[i].chosen, &pairs[i].rejected]).collect();
+            let s = score_examples(lm, arch, &rows, device, 16384);
+            // log σ(z), stable for large |z|.
+            let log_sigmoid = |z: f64| -((-z).max(0.0) + (-z.abs()).exp().ln_1p());
+            let total: f64 = held
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let d = (s[2 * k] - reference[i].0) - (s[2 * k + 1] - reference[i].1);
+                    match loss {
+                        DpoLoss::Sigmoid => {
+                            let z = beta * d;
+                            -(1.0 - label_smoothing) * log_sigmoid(z) - label_smoothing * log_sigmoid(-z)
+                        }
+                        DpoLoss::Ipo => (d - 1.0 / (2.0 * beta)).powi(2),
+                    }
+                })
+                .sum();
+            total / held.len().max(1) as f64
+        }
+    }
+}
+
 /// Where a training's checkpoints live and what they record.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct CheckpointState {
@@ -177,7 +212,7 @@ pub struct RunControl {
     /// Stage name written into the log rows.
     pub stage: String,
     /// Called after every optimizer step.
-    pub progress: Option<std::sync::Arc<dyn Fn(u64, u64) + Send + Sync>>,
+    pub progress: Option<super::ProgressFn>,
 }
 
 /// The outcome of a training.
@@ -292,6 +327,10 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
     arch.compute_dtype = cfg.precision.on(&base_device).map_err(|e| format!("{}: {e}", ctl.stage))?;
     let arch = &arch;
     let inv_freq = arch.rope.inv_freq(arch.head_dim);
+    // `eval_share` holds examples out of training; without it `trained`
+    // is every example, in order, and nothing changes.
+    let (trained, held) = super::data::held_out_split(n, cfg.eval_share, cfg.seed);
+    let n = trained.len();
     let total = total_steps(n, cfg);
     let warmup = (cfg.warmup_ratio * total as f64).ceil() as u64 + cfg.warmup_steps;
     let mut opt = AdamW::new(cfg.adamw());
@@ -331,7 +370,7 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
         }
     }
     let mut model = to_trainable(lm, cfg.activation_checkpointing);
-    let lens: Vec<usize> = (0..n).map(|i| obj.example_len(i)).collect();
+    let lens: Vec<usize> = (0..obj.len()).map(|i| obj.example_len(i)).collect();
     let steps_per_epoch = n.div_ceil(cfg.batch_size.max(1)) as u64;
     let threads = cfg.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads > 1 && cfg.micro_batch >= cfg.batch_size.min(n) {
@@ -347,7 +386,10 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
     let mut computed = 0u64;
     let mut finished = true;
     'outer: for epoch in 0..cfg.epochs as u64 {
-        let groups = epoch_groups(n, cfg.batch_size, cfg.seed, epoch, cfg.shuffle);
+        let groups: Vec<Vec<usize>> = epoch_groups(n, cfg.batch_size, cfg.seed, epoch, cfg.shuffle)
+            .into_iter()
+            .map(|g| g.into_iter().map(|i| trained[i]).collect())
+            .collect();
         for (gi, group) in groups.iter().enumerate() {
             let global = epoch * steps_per_epoch + gi as u64;
             if global < start_step {
@@ -421,6 +463,7 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
                 lr,
                 grad_norm: gnorm,
                 tokens_per_s: stats.tokens as f64 / secs,
+                finished_at: Some(chrono::Utc::now()),
                 ..Default::default()
             };
             if !stats.chosen.is_empty() {
@@ -433,10 +476,17 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
                 row.rejected_reward = Some(r);
                 row.margin = Some(c - r);
             }
+            if !held.is_empty() && gi + 1 == groups.len() {
+                // The epoch's last step: the held-out loss of the model as
+                // it now is (read only; the training is unchanged by it).
+                row.eval_loss = Some(held_out_loss(obj, &held, &model.valid(), arch, &base_device));
+                tracing::info!("{}: epoch {} held-out loss {:.4}", ctl.stage, epoch + 1, row.eval_loss.unwrap_or(f64::NAN));
+            }
             tracing::debug!("{} step {step}/{total}: loss {:.4} lr {lr:.3e} |g| {gnorm:.3}", ctl.stage, row.loss);
+            let loss = row.loss;
             log.push(row);
             if let Some(p) = &ctl.progress {
-                p(step, total);
+                p(super::StepProgress { step, total, loss: Some(loss) });
             }
             if let Some(dir) = &ctl.checkpoint_dir {
                 if cfg.save_every > 0 && step % cfg.save_every == 0 && step < total {

@@ -21,7 +21,7 @@ use super::{batch_split, check_model_dir, hf_scheduler, last_checkpoint, launch_
 use crate::model::{Message, Role};
 use crate::train::dataset::{self, Dataset};
 use crate::train::engine::{Method, TrainEngine, TrainJob, TrainOutcome};
-use crate::train::{DpoLoss, Precision, TrainConfig};
+use crate::train::{DpoLoss, Precision, StepProgress, TrainConfig};
 
 pub const NAME: &str = "llamafactory";
 
@@ -257,12 +257,13 @@ impl TrainEngine for LlamaFactoryEngine {
                     ev.get("epoch").and_then(serde_json::Value::as_f64).unwrap_or(0.0),
                     ev.get("tokens_per_s").and_then(serde_json::Value::as_f64),
                     ev.get("logs").unwrap_or(&serde_json::Value::Null),
+                    Some(chrono::Utc::now()),
                 );
                 log.retain(|r| r.step < step);
                 log.push(row);
             }
             if let Some(p) = &progress {
-                p(step, total);
+                p(StepProgress { step, total, loss: log.last().filter(|r| r.step == step).map(|r| r.loss) });
             }
         })?;
         std::fs::create_dir_all(&job.out_dir)?;

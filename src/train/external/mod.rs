@@ -182,6 +182,13 @@ pub fn validate(cfg: &TrainConfig) -> Result<(), String> {
     if cfg.warmup_ratio > 0.0 && cfg.warmup_steps > 0 {
         return Err(format!("`{}` takes warm-up as warmup_ratio or warmup_steps, not both (got {} and {})", cfg.engine, cfg.warmup_ratio, cfg.warmup_steps));
     }
+    if cfg.eval_share > 0.0 {
+        // Not passed on: the held-out loss is the burn engine's (#26).
+        return Err(format!(
+            "eval_share = {} (a held-out loss) is computed by the burn engine only; `{}` trains on every example: remove eval_share or use engine = \"burn\"",
+            cfg.eval_share, cfg.engine
+        ));
+    }
     if l.template.is_some() && cfg.engine != llamafactory::NAME {
         return Err("launch.template is LLaMA-Factory's prompt template; it applies only to `engine = \"llamafactory\"`".into());
     }
@@ -376,8 +383,17 @@ pub fn last_checkpoint(dir: &Path) -> Option<(PathBuf, u64)> {
         .max_by_key(|(_, n)| *n)
 }
 
-/// A Hugging Face Trainer's logged metrics as a `train_log` row.
-pub fn log_row(stage: &str, step: u64, epoch: f64, tokens_per_s: Option<f64>, logs: &serde_json::Value) -> TrainLogRow {
+/// A Hugging Face Trainer's logged metrics as a `train_log` row;
+/// `finished_at` is when mpo-run received them (`None` for rows read back
+/// from a checkpoint, which keeps no times).
+pub fn log_row(
+    stage: &str,
+    step: u64,
+    epoch: f64,
+    tokens_per_s: Option<f64>,
+    logs: &serde_json::Value,
+    finished_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> TrainLogRow {
     let f = |k: &str| logs.get(k).and_then(serde_json::Value::as_f64);
     TrainLogRow {
         stage: stage.to_string(),
@@ -391,6 +407,8 @@ pub fn log_row(stage: &str, step: u64, epoch: f64, tokens_per_s: Option<f64>, lo
         chosen_reward: f("rewards/chosen"),
         rejected_reward: f("rewards/rejected"),
         margin: f("rewards/margins"),
+        finished_at,
+        eval_loss: None,
     }
 }
 
@@ -405,7 +423,7 @@ pub fn resumed_rows(stage: &str, checkpoint: &Path, upto: u64) -> Result<Vec<Tra
         if step == 0 || step > upto || e.get("loss").is_none() {
             continue;
         }
-        rows.push(log_row(stage, step, e.get("epoch").and_then(serde_json::Value::as_f64).unwrap_or(0.0), None, e));
+        rows.push(log_row(stage, step, e.get("epoch").and_then(serde_json::Value::as_f64).unwrap_or(0.0), None, e, None));
     }
     Ok(rows)
 }
@@ -572,6 +590,26 @@ mod tests {
         assert_eq!(batch_split(&cfg(8, 8, 1)).unwrap(), BatchSplit { per_device: 8, grad_accum: 1, world: 1 });
         let e = batch_split(&cfg(32, 8, 3)).unwrap_err();
         assert!(e.contains("batch_size = 32") && e.contains("nproc_per_node 3"), "{e}");
+    }
+
+    #[test]
+    fn a_held_out_share_is_refused_with_its_key() {
+        let c = TrainConfig { eval_share: 0.1, ..cfg(8, 8, 1) };
+        let e = validate(&c).unwrap_err();
+        assert!(e.contains("eval_share = 0.1") && e.contains("burn engine only") && e.contains("`trl`"), "{e}");
+    }
+
+    #[test]
+    fn resumed_rows_have_no_time_and_live_rows_have_one() {
+        let d = tempfile::tempdir().unwrap();
+        let state = serde_json::json!({ "log_history": [{ "step": 1, "epoch": 0.5, "loss": 2.0, "learning_rate": 1e-5 }] });
+        std::fs::write(d.path().join("trainer_state.json"), state.to_string()).unwrap();
+        let rows = resumed_rows("sft", d.path(), 1).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].finished_at, None);
+        let now = chrono::Utc::now();
+        let live = log_row("sft", 2, 1.0, None, &serde_json::json!({ "loss": 1.5 }), Some(now));
+        assert_eq!(live.finished_at, Some(now));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use super::{batch_split, check_model_dir, hf_scheduler, last_checkpoint, launch_argv, log_row, prepare_work_dir, probe, resumed_rows, supervise, Rendezvous};
 use crate::train::dataset::{self, Dataset};
 use crate::train::engine::{Method, TrainEngine, TrainJob, TrainOutcome};
-use crate::train::{DpoLoss, Precision, TrainConfig};
+use crate::train::{DpoLoss, Precision, StepProgress, TrainConfig};
 
 pub const NAME: &str = "trl";
 
@@ -159,6 +159,7 @@ impl TrainEngine for TrlEngine {
                         ev.get("epoch").and_then(serde_json::Value::as_f64).unwrap_or(0.0),
                         ev.get("tokens_per_s").and_then(serde_json::Value::as_f64),
                         ev.get("logs").unwrap_or(&serde_json::Value::Null),
+                        Some(chrono::Utc::now()),
                     );
                     log.retain(|r| r.step < step);
                     log.push(row);
@@ -168,7 +169,7 @@ impl TrainEngine for TrlEngine {
                 _ => {}
             }
             if let Some(p) = &progress {
-                p(step, total);
+                p(StepProgress { step, total, loss: log.last().filter(|r| r.step == step).map(|r| r.loss) });
             }
         })?;
         check_model_dir(&job.stage, &job.out_dir)?;
