@@ -39,6 +39,7 @@ BENCHES = [
     ("report", "`mpo-run report` on synthetic results (about 1M episodes in full mode)"),
     ("local_model", "local models on the CPU: prefill/decode tokens/s, multi-turn chat"),
     ("train", "SFT and DPO training tokens/s on the CPU"),
+    ("affinity", "two replicas with modelled prefix caches: least-outstanding routing vs episode affinity, one run"),
     ("engines", "one planner SFT job through burn (in-process) and TRL (torchrun), same hyper-parameters, one run"),
     ("sciworld", "ScienceWorld through the bridge workers vs direct Python calls"),
 ]

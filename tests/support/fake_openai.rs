@@ -86,6 +86,48 @@ pub struct FakeOptions {
     /// Error bodies quote the Authorization header (like some APIs do).
     pub echo_auth_in_errors: bool,
     pub model: String,
+    /// A model of a server's prefix cache (benches): see [`PrefixCache`].
+    pub prefix_cache: Option<PrefixCache>,
+}
+
+/// A model of vLLM's automatic prefix caching, for benches that compare
+/// routings: the prompt (its messages' words, in order) is cut into blocks
+/// of `block_tokens` words, each block named by the hash of everything up
+/// to its end; the longest run of leading blocks already cached is a hit,
+/// the rest costs `us_per_uncached_token` of prefill time; every full
+/// block is then cached, least recently used out past `capacity_blocks`.
+#[derive(Clone, Copy, Debug)]
+pub struct PrefixCache {
+    pub block_tokens: usize,
+    pub capacity_blocks: usize,
+    pub us_per_uncached_token: u64,
+}
+
+#[derive(Default)]
+struct BlockLru {
+    tick: u64,
+    by_hash: HashMap<u64, u64>,
+    by_tick: std::collections::BTreeMap<u64, u64>,
+}
+
+impl BlockLru {
+    /// Cached leading blocks of `blocks`, then caches them all.
+    fn lookup_insert(&mut self, blocks: &[u64], capacity: usize) -> usize {
+        let hits = blocks.iter().take_while(|h| self.by_hash.contains_key(h)).count();
+        for &h in blocks {
+            self.tick += 1;
+            if let Some(old) = self.by_hash.insert(h, self.tick) {
+                self.by_tick.remove(&old);
+            }
+            self.by_tick.insert(self.tick, h);
+        }
+        while self.by_hash.len() > capacity {
+            let (&t, &h) = self.by_tick.iter().next().expect("non-empty");
+            self.by_tick.remove(&t);
+            self.by_hash.remove(&h);
+        }
+        hits
+    }
 }
 
 impl Default for FakeOptions {
@@ -102,6 +144,7 @@ impl Default for FakeOptions {
             require_key: None,
             echo_auth_in_errors: false,
             model: "fake-model".into(),
+            prefix_cache: None,
         }
     }
 }
@@ -136,6 +179,10 @@ impl FakeOptions {
         self.require_key = Some(key.into());
         self
     }
+    pub fn prefix_cache(mut self, model: PrefixCache) -> Self {
+        self.prefix_cache = Some(model);
+        self
+    }
 }
 
 /// One request the fake received.
@@ -167,6 +214,10 @@ struct Shared {
     opts: FakeOptions,
     started: Instant,
     seq: AtomicU64,
+    blocks: Mutex<BlockLru>,
+    /// Prompt tokens in full blocks, and those found in the prefix cache.
+    block_tokens_seen: AtomicU64,
+    block_tokens_hit: AtomicU64,
     /// Readiness probes answered or refused.
     probes: AtomicU64,
     log: Mutex<Vec<Recorded>>,
@@ -226,6 +277,9 @@ impl FakeServer {
             opts,
             started: Instant::now(),
             seq: AtomicU64::new(0),
+            blocks: Mutex::new(BlockLru::default()),
+            block_tokens_seen: AtomicU64::new(0),
+            block_tokens_hit: AtomicU64::new(0),
             probes: AtomicU64::new(0),
             log: Mutex::new(Vec::new()),
             clean: Mutex::new(HashMap::new()),
@@ -254,6 +308,11 @@ impl FakeServer {
 
     pub fn chat_requests(&self) -> Vec<Recorded> {
         self.requests().into_iter().filter(|r| r.path.ends_with("/chat/completions")).collect()
+    }
+
+    /// With a [`PrefixCache`]: (prompt tokens in full blocks, of them hits).
+    pub fn prefix_cache_tokens(&self) -> (u64, u64) {
+        (self.shared.block_tokens_seen.load(Ordering::SeqCst), self.shared.block_tokens_hit.load(Ordering::SeqCst))
     }
 
     /// mpo-run's readiness probes (1-token chat requests) received.
@@ -372,6 +431,24 @@ async fn chat(
         tokio::time::sleep(st.opts.latency).await;
     }
     let messages: Vec<Message> = serde_json::from_value(json["messages"].clone()).unwrap_or_default();
+    if let (Some(pc), false) = (st.opts.prefix_cache, probe) {
+        let words: Vec<&str> = messages.iter().flat_map(|m| m.content.split_whitespace()).collect();
+        let mut h = 0xcbf2_9ce4_8422_2325_u64;
+        let blocks: Vec<u64> = words
+            .chunks_exact(pc.block_tokens)
+            .map(|b| {
+                for w in b {
+                    h = fnv(b" ", fnv(w.as_bytes(), h));
+                }
+                h
+            })
+            .collect();
+        let hits = st.blocks.lock().unwrap().lookup_insert(&blocks, pc.capacity_blocks);
+        st.block_tokens_seen.fetch_add((blocks.len() * pc.block_tokens) as u64, Ordering::SeqCst);
+        st.block_tokens_hit.fetch_add((hits * pc.block_tokens) as u64, Ordering::SeqCst);
+        let uncached = words.len() - hits * pc.block_tokens;
+        tokio::time::sleep(Duration::from_micros(uncached as u64 * pc.us_per_uncached_token)).await;
+    }
     let last = messages.last().map(|m| m.content.clone()).unwrap_or_default();
     let n = json["n"].as_u64().unwrap_or(1).max(1) as u32;
     let seed = json["seed"].as_u64();
