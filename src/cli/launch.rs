@@ -97,7 +97,7 @@ pub struct SlurmArgs {
 pub struct K8sArgs {
     #[command(flatten)]
     pub launch: LaunchArgs,
-    /// Container image with `mpo-run` on its `PATH`.
+    /// Container image with `sh` and `mpo-run` on its `PATH`.
     #[arg(long, value_name = "I", default_value = "mpo-run:latest")]
     pub image: String,
     /// `nvidia.com/gpu` limit of each pod.
