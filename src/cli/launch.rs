@@ -43,6 +43,7 @@ pub enum Target {
 /// Flags of both targets.
 #[derive(Debug, Args)]
 pub struct LaunchArgs {
+    /// The experiment spec every element runs.
     #[arg(value_name = "SPEC")]
     pub spec: PathBuf,
     /// Elements of the array (each computes 1/N of every stage's items).
