@@ -16,6 +16,8 @@ use crate::spec::{self, LoadOptions, SpecError};
 use crate::report::collate;
 use crate::store::Store;
 
+pub mod launch;
+
 /// Declarative experiment runner for Meta Plan Optimization (MPO).
 ///
 /// `mpo-run SPEC.toml` turns an experiment spec into a DAG of cached stages
@@ -124,6 +126,12 @@ pub enum Command {
         /// Drop a session that no request has named for this many seconds.
         #[arg(long, default_value_t = 3600)]
         idle_timeout_s: u64,
+    },
+    /// Write the cluster jobs of a `--shard i/N` job array over a shared
+    /// results dir, and a job that assembles them (docs/clusters.md).
+    Launch {
+        #[command(subcommand)]
+        target: launch::Target,
     },
     /// Remove artifacts that no given spec references (and interrupted
     /// writes). Item journals are kept unless `--items`.
@@ -254,6 +262,10 @@ fn run_cli(cli: Cli) -> Result<i32> {
                 let _ = tokio::signal::ctrl_c().await;
             }))?;
             Ok(0)
+        }
+        Some(Command::Launch { target }) => {
+            init_logging(cli.common.verbose, None);
+            launch::run(target, &cli.common)
         }
         Some(Command::Clean { specs, yes, items }) => {
             init_logging(cli.common.verbose, None);
