@@ -44,6 +44,13 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
     fn journal(&self) -> &'static str {
         self.name()
     }
+    /// Whether `--shard i/N` splits its work: its items are journaled
+    /// through `run_items`, and each shard computes its own. A stage
+    /// without items (a training, pairs) runs whole, in one process, under
+    /// `--shard` too.
+    fn sharded(&self) -> bool {
+        false
+    }
     /// What `--dry-run` says of its work; `inputs` are the input artifacts'
     /// directories where they exist, in wiring order.
     fn items(&self, inputs: &[Option<PathBuf>]) -> Result<Items>;

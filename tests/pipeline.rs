@@ -199,6 +199,27 @@ fn shards_compute_disjoint_items_and_a_plain_run_assembles_them() {
     assert_eq!(bad.status.code(), Some(2));
 }
 
+/// Two shards of a job array that reach a training at the same time: a
+/// training has no items to split, so one shard trains and the other waits
+/// for it and finds it cached — never two trainings into one checkpoint dir.
+#[test]
+fn shards_do_not_train_one_node_twice() {
+    let ctx = TestContext::new();
+    let spec = std::fs::read_to_string(ctx.path("small.toml")).unwrap()
+        + "\n[models.planner]\nkind = \"local\"\ninit = { layers = 2, hidden = 64, heads = 2, kv_heads = 1, ff = 128, vocab_size = 400, tokenizer = \"word_level\" }\n\n[train.sft]\nepochs = 30\nbatch_size = 8\nmicro_batch = 8\nlr = 1e-3\n";
+    ctx.write("train.toml", &spec.replace("teacher = \"rule\"", "teacher = \"rule\"\nmodel = \"planner\"").replace("[mpo]\n", "[mpo]\nexplorer = \"planner\"\n"));
+    assert!(ctx.run(&["train.toml", "--only", "seed_plans"]).status.success());
+    assert!(ctx.run(&["train.toml", "--only", "init_model"]).status.success());
+    let children: Vec<_> = (0..2).map(|i| ctx.command(&["train.toml", "--only", "sft", "--shard", &format!("{i}/2"), "-v"]).stderr(std::process::Stdio::piped()).spawn().unwrap()).collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for o in &outs {
+        assert!(o.status.success(), "{}", stderr(o));
+    }
+    let started = outs.iter().filter(|o| stderr(o).contains("`sft[planner]` starts")).count();
+    assert_eq!(started, 1, "one shard trains:\n{}\n---\n{}", stderr(&outs[0]), stderr(&outs[1]));
+    assert!(outs.iter().any(|o| stderr(o).contains("waits:")), "the other waits for it:\n{}\n---\n{}", stderr(&outs[0]), stderr(&outs[1]));
+}
+
 /// The paper's Figure 5 sweep (M and N from 1 to 5): the seed set and the
 /// SFT planner are shared by all variants, sampled plans by the N variants,
 /// and every variant's plans are items of the M = 5 run.

@@ -188,7 +188,10 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
                 force: forced,
                 models: models.clone(),
                 envs: envs.clone(),
-                shard: opts.shard,
+                // A stage without items runs whole in one process under
+                // `--shard` too (the node's lock exclusive): shards never
+                // train into one checkpoint dir at once.
+                shard: opts.shard.filter(|_| node.work.sharded()),
                 journal: node.work.journal(),
             };
             let jobs = jobs.clone();

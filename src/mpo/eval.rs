@@ -164,6 +164,9 @@ pub async fn run(w: &EvalWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
 
 #[async_trait]
 impl Stage for EvalWork {
+    fn sharded(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         NAME
     }

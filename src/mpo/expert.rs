@@ -177,6 +177,9 @@ pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec) -> anyhow::Result<Draft
 
 #[async_trait]
 impl Stage for ExpertWork {
+    fn sharded(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         NAME
     }

@@ -450,6 +450,9 @@ pub mod stage {
 
     #[async_trait]
     impl Stage for JudgeWork {
+        fn sharded(&self) -> bool {
+            true
+        }
         fn name(&self) -> &'static str {
             NAME
         }

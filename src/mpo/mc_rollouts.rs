@@ -172,6 +172,9 @@ pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> 
 
 #[async_trait]
 impl Stage for McRolloutsWork {
+    fn sharded(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         NAME
     }

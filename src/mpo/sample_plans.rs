@@ -140,6 +140,9 @@ pub async fn run(w: &SamplePlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) ->
 
 #[async_trait]
 impl Stage for SamplePlansWork {
+    fn sharded(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         NAME
     }

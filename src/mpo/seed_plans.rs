@@ -140,6 +140,9 @@ pub fn draft(env_name: &str, env: &EnvSpec, spec: &Spec, planner: &PlannerSpec, 
 
 #[async_trait]
 impl Stage for SeedPlansWork {
+    fn sharded(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         NAME
     }

@@ -130,6 +130,9 @@ pub fn read_plans(dir: &std::path::Path) -> Result<std::collections::HashMap<Str
 
 #[async_trait]
 impl Stage for TestPlansWork {
+    fn sharded(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         NAME
     }
