@@ -427,8 +427,7 @@ pub fn read_rows<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 /// column read as pandas' nullable `Int64` (what pandas itself records
 /// for such a column), so that `pandas.read_parquet` keeps a nullable
 /// integer column exact instead of converting it to float64 (#26). Other
-/// columns keep pyarrow's default conversion; polars and DuckDB ignore the
-/// key.
+/// columns keep pyarrow's default conversion; polars and DuckDB ignore it.
 fn pandas_metadata(df: &DataFrame) -> String {
     let columns: Vec<serde_json::Value> = df
         .columns()
@@ -448,15 +447,41 @@ fn pandas_metadata(df: &DataFrame) -> String {
     .to_string()
 }
 
-/// Writes `df` to `path` (zstd, with [`pandas_metadata`]) and fsyncs it.
+/// The file metadata of a Parquet file of `df`: `ARROW:schema`, the Arrow
+/// schema polars would store (the same conversion), with
+/// [`pandas_metadata`] as its schema metadata — pyarrow takes a file's
+/// schema metadata from that entry alone when it is there (ARROW-8980), so
+/// a `pandas` key beside it would be ignored — and the `pandas` key too,
+/// for readers that look there.
+fn file_metadata(df: &DataFrame) -> Result<KeyValueMetadata> {
+    use base64::Engine;
+    use polars_arrow::io::ipc::write::{default_ipc_fields, schema_to_bytes};
+    let pandas = pandas_metadata(df);
+    let schema = df.schema().to_arrow(CompatLevel::newest());
+    let mut kv = vec![("pandas".to_string(), pandas.clone())];
+    // polars rewrites nested types before storing the schema: leave those
+    // files (none of ours) to polars.
+    if !schema.iter_values().any(|f| f.dtype.is_nested()) {
+        let metadata = std::collections::BTreeMap::from([(PlSmallStr::from("pandas"), PlSmallStr::from(pandas))]);
+        let bytes = schema_to_bytes(&schema, &default_ipc_fields(schema.iter_values()), Some(&metadata));
+        // The legacy IPC framing Arrow expects here: continuation marker, length.
+        let mut framed = Vec::with_capacity(bytes.len() + 8);
+        framed.extend_from_slice(&[255u8, 255, 255, 255]);
+        framed.extend_from_slice(&u32::try_from(bytes.len())?.to_le_bytes());
+        framed.extend_from_slice(&bytes);
+        kv.insert(0, ("ARROW:schema".to_string(), base64::engine::general_purpose::STANDARD.encode(&framed)));
+    }
+    Ok(KeyValueMetadata::from_static(kv))
+}
+
+/// Writes `df` to `path` (zstd, with [`file_metadata`]) and fsyncs it.
 /// Not atomic by itself: write into an artifact's temp dir or use a temp
 /// name and rename.
 pub fn write_parquet(path: &Path, df: &mut DataFrame) -> Result<()> {
     let file = File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
-    let metadata = KeyValueMetadata::from_static(vec![("pandas".to_string(), pandas_metadata(df))]);
     ParquetWriter::new(&file)
         .with_compression(ParquetCompression::Zstd(None))
-        .with_key_value_metadata(Some(metadata))
+        .with_key_value_metadata(Some(file_metadata(df)?))
         .finish(df)
         .map_err(|e| anyhow!("cannot write `{}`: {e}", path.display()))?;
     file.sync_all()?;
