@@ -35,6 +35,7 @@ fn row(i: usize) -> EpisodeRow {
         prompt_tokens: 1000 + i as u64,
         completion_tokens: 100,
         wall_ms: 5,
+        finished_at: None,
         plan: Some("Step 1: Go to where the mug may be placed.\nStep 2: Take the mug.".into()),
         messages: "[{\"role\":\"user\",\"content\":\"...\"}]".into(),
     }

@@ -61,7 +61,8 @@ fn manifests(ctx: &TestContext) -> Vec<Value> {
     out
 }
 
-/// Rows of a collated table without the columns that measure time.
+/// Rows of a collated table without the columns that measure time (or
+/// say when an episode finished).
 fn rows_without_timing(path: &Path) -> Vec<String> {
     let df = mpo_run::store::table::read_parquet(path).expect("read parquet");
     let mut rows: Vec<String> = mpo_run::store::table::frame_to_json(&df)
@@ -70,6 +71,7 @@ fn rows_without_timing(path: &Path) -> Vec<String> {
         .map(|mut v| {
             if let Some(o) = v.as_object_mut() {
                 o.remove("wall_ms");
+                o.remove("finished_at");
                 o.remove("tokens_per_s");
                 // When a step finished: the two runs ran at different times.
                 o.remove("finished_at");

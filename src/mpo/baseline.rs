@@ -63,7 +63,8 @@ pub fn random_episode(mut game: Game, seed: u64) -> (f64, u32) {
 
 /// An episode row without a model (a scripted policy, or an episode that
 /// never ran): planner `none`, insertion `none`, rollout 0, unseeded, no
-/// messages; `success` and `finish_reason` follow from `reward`.
+/// messages; `success` and `finish_reason` follow from `reward`;
+/// finished now (such episodes are not journaled: computed with the row).
 pub(crate) fn scripted_row(stage: &str, env: &str, split: &str, (task_id, task_type): (&str, &str), agent: &str, reward: f64, steps: u32) -> EpisodeRow {
     let success = reward >= 1.0;
     EpisodeRow {
@@ -86,6 +87,7 @@ pub(crate) fn scripted_row(stage: &str, env: &str, split: &str, (task_id, task_t
         prompt_tokens: 0,
         completion_tokens: 0,
         wall_ms: 0,
+        finished_at: Some(table::now()),
         plan: None,
         messages: "[]".into(),
     }

@@ -142,6 +142,10 @@ pub fn planner_task_text(task_text: &str) -> String {
 pub struct EpisodeItem {
     pub result: Option<EpisodeResult>,
     pub env_failure: Option<String>,
+    /// When the episode finished or gave up (the `finished_at` column,
+    /// #26); absent in items journaled before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Runs an episode, retrying from the start when the environment fails.
@@ -163,7 +167,9 @@ pub async fn episode_item(
     let mut last = String::new();
     for _ in 0..=env_retries {
         match run_episode(model.as_ref(), env.as_ref(), &task, &spec).await {
-            Ok(r) => return Ok(serde_json::to_value(EpisodeItem { result: Some(r), env_failure: None })?),
+            Ok(r) => {
+                return Ok(serde_json::to_value(EpisodeItem { result: Some(r), env_failure: None, finished_at: Some(crate::store::table::now()) })?)
+            }
             Err(crate::agent::episode::EpisodeError::Env(e)) => {
                 tracing::warn!("task `{}`: {e}; retrying the episode from the start", task.task_id);
                 last = e.to_string();
@@ -171,7 +177,7 @@ pub async fn episode_item(
             Err(e) => return Err(anyhow!("task `{}`: {e}", task.task_id)),
         }
     }
-    Ok(serde_json::to_value(EpisodeItem { result: None, env_failure: Some(last) })?)
+    Ok(serde_json::to_value(EpisodeItem { result: None, env_failure: Some(last), finished_at: Some(crate::store::table::now()) })?)
 }
 
 /// Fields of an episode row that do not come from the episode itself.
@@ -227,6 +233,7 @@ pub fn episode_row(
         prompt_tokens: pt,
         completion_tokens: ct,
         wall_ms: wall,
+        finished_at: item.finished_at,
         plan: plan.map(|(_, text)| text.to_string()),
         messages,
     })

@@ -82,6 +82,10 @@ pub struct ExpertTrajectory {
     /// — or `gold_exhausted` — the gold sequence ran out without it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// When the episode finished (the `finished_at` column, #26); absent
+    /// in trajectories journaled before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ExpertTrajectory {
@@ -123,6 +127,7 @@ impl From<builtin::Trajectory> for ExpertTrajectory {
             reward: t.reward,
             success: None,
             finish_reason: None,
+            finished_at: None,
         }
     }
 }
@@ -146,6 +151,7 @@ impl From<sciworld::GoldTrajectory> for ExpertTrajectory {
             reward: g.reward,
             success: Some(g.success),
             finish_reason: Some(finish.into()),
+            finished_at: None,
         }
     }
 }
@@ -261,7 +267,7 @@ pub async fn gold_item(env: &SciworldEnv, task: &TaskInfo, retries: u32) -> Resu
     let mut last = String::new();
     for _ in 0..=retries {
         match sciworld::gold_trajectory(env, task).await {
-            Ok(g) => return Ok(serde_json::to_value(ExpertTrajectory::from(g))?),
+            Ok(g) => return Ok(serde_json::to_value(ExpertTrajectory { finished_at: Some(table::now()), ..ExpertTrajectory::from(g) })?),
             Err(e) => {
                 tracing::warn!("task `{}`: {e}; replaying its gold sequence again from the start", task.task_id);
                 last = e.to_string();
@@ -297,6 +303,7 @@ pub fn episode_row(env_name: &str, split: &str, t: &ExpertTrajectory) -> Result<
         steps: t.turns.len() as u64,
         finish_reason: t.finish_reason(),
         messages: serde_json::to_string(&trajectory_messages(t))?,
+        finished_at: t.finished_at,
         ..failure_row(env_name, split, &t.task_id, &t.task_type)
     })
 }
@@ -310,7 +317,10 @@ pub async fn run(w: &ExpertWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Resu
             let max_steps = b.max_steps;
             let results = ctx
                 .run_items(items, 1, move |index| async move {
-                    let t = ExpertTrajectory::from(expert_episode(Split::Train, index, max_steps));
+                    let t = ExpertTrajectory {
+                        finished_at: Some(table::now()),
+                        ..ExpertTrajectory::from(expert_episode(Split::Train, index, max_steps))
+                    };
                     Ok(serde_json::to_value(t)?)
                 })
                 .await?;

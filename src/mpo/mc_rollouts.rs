@@ -154,6 +154,9 @@ pub async fn run(w: &McRolloutsWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> 
     let plan_rows: Vec<PlanRow> = scored
         .iter()
         .map(|s| PlanRow {
+            // The plan's maker; this stage adds its Q and N.
+            stage: super::sample_plans::NAME.into(),
+            split: Some(s.plan.task.split.clone()),
             task_id: s.plan.task.task_id.clone(),
             planner: "sft".into(),
             sample: s.plan.sample as u64,

@@ -43,8 +43,8 @@ pub const PAIRS: &[Col] = &[
     Col { name: "rejected", ty: ColType::Str, nullable: false },
     Col { name: "chosen_q", ty: ColType::F64, nullable: false },
     Col { name: "rejected_q", ty: ColType::F64, nullable: false },
-    Col { name: "chosen_sample", ty: ColType::U64, nullable: false },
-    Col { name: "rejected_sample", ty: ColType::U64, nullable: false },
+    Col { name: "chosen_sample", ty: ColType::I64, nullable: false },
+    Col { name: "rejected_sample", ty: ColType::I64, nullable: false },
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

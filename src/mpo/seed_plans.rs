@@ -323,6 +323,9 @@ fn finish(
     let rows: Vec<PlanRow> = seeds
         .iter()
         .map(|s| PlanRow {
+            stage: NAME.into(),
+            // The expert's tasks (`expert::train_task_ids`).
+            split: Some("train".into()),
             task_id: s.task_id.clone(),
             planner: format!("teacher:{}", w.teacher),
             sample: 0,
@@ -435,7 +438,17 @@ pub async fn run_file(w: &SeedFileWork, writer: &ArtifactWriter) -> Result<Stage
     write_jsonl(&writer.path(SEED_SET), &seeds)?;
     let rows: Vec<PlanRow> = seeds
         .iter()
-        .map(|s| PlanRow { task_id: s.task_id.clone(), planner: "seed".into(), sample: 0, text: s.plan.clone(), q: None, n: None })
+        // A user's file does not say its tasks' split.
+        .map(|s| PlanRow {
+            stage: NAME.into(),
+            split: None,
+            task_id: s.task_id.clone(),
+            planner: "seed".into(),
+            sample: 0,
+            text: s.plan.clone(),
+            q: None,
+            n: None,
+        })
         .collect();
     let n = table::write_rows(&writer.path("plans.parquet"), PLANS, &rows)?;
     Ok(StageOutput::new(0, seeds.len()).table("plans", n).file(SEED_SET, seeds.len()))

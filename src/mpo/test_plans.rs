@@ -116,7 +116,16 @@ pub async fn run(w: &TestPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> R
     write_jsonl(&writer.path("plans.jsonl"), &plans)?;
     let rows: Vec<PlanRow> = plans
         .iter()
-        .map(|p| PlanRow { task_id: p.task_id.clone(), planner: variant_name(w.variant).into(), sample: 0, text: p.plan.clone(), q: None, n: None })
+        .map(|p| PlanRow {
+            stage: NAME.into(),
+            split: Some(w.split.clone()),
+            task_id: p.task_id.clone(),
+            planner: variant_name(w.variant).into(),
+            sample: 0,
+            text: p.plan.clone(),
+            q: None,
+            n: None,
+        })
         .collect();
     let n = table::write_rows(&writer.path("plans.parquet"), PLANS, &rows)?;
     Ok(StageOutput::new(results.reused, results.computed).table("plans", n).file("plans.jsonl", plans.len()))

@@ -169,16 +169,17 @@ pub fn episodes(tasks: usize) -> Result<DataFrame> {
             Column::new("planner".into(), c.planner.clone()),
             Column::new("insertion".into(), c.insertion),
             Column::new("plan_id".into(), vec![None::<&str>; n]),
-            Column::new("rollout".into(), vec![0u64; n]),
-            Column::new("seed".into(), vec![Some(0u64); n]),
+            Column::new("rollout".into(), vec![0i64; n]),
+            Column::new("seed".into(), vec![Some(0i64); n]),
             Column::new("temperature".into(), vec![0.0f64; n]),
             Column::new("reward".into(), c.reward),
             Column::new("success".into(), c.success),
-            Column::new("steps".into(), c.steps),
+            Column::new("steps".into(), c.steps.iter().map(|&s| s as i64).collect::<Vec<_>>()),
             Column::new("finish_reason".into(), vec!["done"; n]),
-            Column::new("prompt_tokens".into(), vec![900u64; n]),
-            Column::new("completion_tokens".into(), vec![120u64; n]),
-            Column::new("wall_ms".into(), vec![40u64; n]),
+            Column::new("prompt_tokens".into(), vec![900i64; n]),
+            Column::new("completion_tokens".into(), vec![120i64; n]),
+            Column::new("wall_ms".into(), vec![40i64; n]),
+            Column::full_null("finished_at".into(), n, &crate::store::table::ColType::Timestamp.dtype()),
             Column::new("plan".into(), c.planner.iter().map(|p| (*p != "none").then_some("Step 1: go to the target.")).collect::<Vec<_>>()),
             Column::new("messages".into(), vec![msg; n]),
         ],
@@ -217,7 +218,7 @@ pub fn judge(tasks: usize) -> Result<DataFrame> {
             Column::new("reason".into(), reason),
             Column::new("mpo_first".into(), first),
             Column::new("judge".into(), vec!["judge-model"; n]),
-            Column::new("attempts".into(), vec![1u64; n]),
+            Column::new("attempts".into(), vec![1i64; n]),
         ],
     )?)
 }
@@ -252,7 +253,7 @@ pub fn train_log(seed: u64) -> Result<DataFrame> {
             let mut r = serde_json::json!({
                 "stage": stage, "step": step, "epoch": step as f64 / per_epoch as f64, "loss": loss,
                 "lr": 1e-5 * (1.0 - t), "grad_norm": 1.0 + rng.next(), "tokens_per_s": 900.0 + 100.0 * rng.next(),
-                "finished_at": start + step as i64 * 1_000_000,
+                "finished_at": chrono::DateTime::from_timestamp_micros(start + step as i64 * 1_000_000).map(|t| t.to_rfc3339()),
             });
             if dpo {
                 let margin = 2.0 * t + 0.1 * rng.next();

@@ -98,7 +98,11 @@ fn events(rows: &[serde_json::Value]) -> (Vec<u8>, usize) {
     let mut n = 0;
     for r in rows {
         let step = r.get("step").and_then(serde_json::Value::as_i64).unwrap_or(0);
-        let wall = r.get("finished_at").and_then(serde_json::Value::as_i64).map_or(0.0, |us| us as f64 / 1e6);
+        let wall = r
+            .get("finished_at")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map_or(0.0, |t| t.timestamp_micros() as f64 / 1e6);
         let mut summary = Vec::new();
         for (col, tag) in TAGS {
             let Some(v) = r.get(col).and_then(serde_json::Value::as_f64) else { continue };

@@ -268,7 +268,7 @@ pub struct TrainLogRow {
     /// When the step finished (UTC). `None` for rows an external engine
     /// resumed from its checkpoint (its `trainer_state.json` keeps no
     /// times) and for rows of checkpoints saved before times were kept.
-    #[serde(default, with = "chrono::serde::ts_microseconds_option")]
+    #[serde(default)]
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Mean loss on the held-out share (`eval_share`), on the last step of
     /// each epoch; `None` elsewhere and when nothing is held out.

@@ -463,7 +463,7 @@ pub fn train(lm: CausalLm, arch: &ArchConfig, obj: &Objective, cfg: &TrainConfig
                 lr,
                 grad_norm: gnorm,
                 tokens_per_s: stats.tokens as f64 / secs,
-                finished_at: Some(chrono::Utc::now()),
+                finished_at: Some(crate::store::table::now()),
                 ..Default::default()
             };
             if !stats.chosen.is_empty() {

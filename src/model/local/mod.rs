@@ -388,12 +388,22 @@ pub fn save_dir(dir: &Path, arch: &ArchConfig, lm: &CausalLm, tok: &ChatTokenize
         let text = serde_json::to_string_pretty(v).map_err(|e| LocalError(e.to_string()))?;
         std::fs::write(&path, text).map_err(|e| LocalError(format!("writing {}: {e}", path.display())))
     };
-    write("config.json", &arch.to_hf_json())?;
+    // `pad_token_id` (#26): the tokenizer's pad token, else the first EOS —
+    // what transformers' Trainer and `generate` fall back to (with a
+    // warning) when a config has none. Written here, not by `to_hf_json`,
+    // which also feeds the model's content id.
+    let pad = tok.pad_token.as_deref().and_then(|t| tok.token_id(t)).or_else(|| arch.eos_token_ids.first().copied());
+    let mut config = arch.to_hf_json();
+    config["pad_token_id"] = serde_json::json!(pad);
+    write("config.json", &config)?;
     let eos = match arch.eos_token_ids.as_slice() {
         [one] => serde_json::json!(one),
         many => serde_json::json!(many),
     };
-    write("generation_config.json", &serde_json::json!({"bos_token_id": arch.bos_token_id, "eos_token_id": eos}))?;
+    write(
+        "generation_config.json",
+        &serde_json::json!({"bos_token_id": arch.bos_token_id, "eos_token_id": eos, "pad_token_id": pad}),
+    )?;
     tok.save(dir).map_err(LocalError)
 }
 

@@ -257,7 +257,7 @@ impl TrainEngine for LlamaFactoryEngine {
                     ev.get("epoch").and_then(serde_json::Value::as_f64).unwrap_or(0.0),
                     ev.get("tokens_per_s").and_then(serde_json::Value::as_f64),
                     ev.get("logs").unwrap_or(&serde_json::Value::Null),
-                    Some(chrono::Utc::now()),
+                    Some(crate::store::table::now()),
                 );
                 log.retain(|r| r.step < step);
                 log.push(row);
