@@ -17,11 +17,11 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::{batch_split, check_model_dir, hf_scheduler, last_checkpoint, launch_argv, log_row, prepare_work_dir, probe, resumed_rows, supervise, Rendezvous};
+use super::{batch_split, check_model_dir, hf_scheduler, launch_argv, Rendezvous};
 use crate::model::{Message, Role};
 use crate::train::dataset::{self, Dataset};
 use crate::train::engine::{Method, TrainEngine, TrainJob, TrainOutcome};
-use crate::train::{DpoLoss, Precision, StepProgress, TrainConfig};
+use crate::train::{DpoLoss, Precision, TrainConfig};
 
 pub const NAME: &str = "llamafactory";
 
@@ -220,52 +220,12 @@ impl TrainEngine for LlamaFactoryEngine {
         if !cfg.shuffle {
             bail!("{}: shuffle = false is not available with engine = \"llamafactory\" (it always shuffles, seeded)", job.stage);
         }
-        let python = cfg.launch.python(&cfg.engine);
-        let mut modules: Vec<&str> = PACKAGES.to_vec();
-        if cfg.launch.deepspeed.is_some() {
-            modules.push("deepspeed");
-        }
-        super::check_base_dir(&job.stage, &job.base_dir)?;
-        let versions = probe(&python, NAME, &modules)?;
-        let work = job.checkpoint_dir.clone();
-        prepare_work_dir(&work, &job.fingerprint)?;
+        let (versions, work) = super::prepare(&job, NAME, PACKAGES)?;
         write_job(&job, &work)?;
         let output = work.join("output");
-        let rdzv = if cfg.launch.nnodes > 1 { Some(Rendezvous::from_env(&job.fingerprint[..job.fingerprint.len().min(16)])?) } else { None };
-        let argv = command(cfg, &work, rdzv.as_ref());
-        let mut log = match last_checkpoint(&output) {
-            Some((dir, step)) => {
-                tracing::info!("{}: resuming LLaMA-Factory from its checkpoint {} (step {step})", job.stage, dir.display());
-                resumed_rows(&job.stage, &dir, step)?
-            }
-            None => Vec::new(),
-        };
-        let resumed_steps = log.len() as u64;
-        let env = [("HF_DATASETS_CACHE".to_string(), work.join("hf-datasets").display().to_string()), ("DISABLE_VERSION_CHECK".to_string(), "1".to_string())];
-        let stage = job.stage.clone();
-        let progress = job.progress.clone();
-        let mut total = 0u64;
-        supervise(&stage, &argv, &env, &work, "a rerun resumes from the last checkpoint (`save_every` sets how often one is written)", &mut |ev| {
-            let step = ev.get("step").and_then(serde_json::Value::as_u64).unwrap_or(0);
-            if let Some(t) = ev.get("max_steps").and_then(serde_json::Value::as_u64) {
-                total = t;
-            }
-            if ev.get("event").and_then(serde_json::Value::as_str) == Some("log") {
-                let row = log_row(
-                    &stage,
-                    step,
-                    ev.get("epoch").and_then(serde_json::Value::as_f64).unwrap_or(0.0),
-                    ev.get("tokens_per_s").and_then(serde_json::Value::as_f64),
-                    ev.get("logs").unwrap_or(&serde_json::Value::Null),
-                    Some(crate::store::table::now()),
-                );
-                log.retain(|r| r.step < step);
-                log.push(row);
-            }
-            if let Some(p) = &progress {
-                p(StepProgress { step, total, loss: log.last().filter(|r| r.step == step).map(|r| r.loss) });
-            }
-        })?;
+        let argv = command(cfg, &work, super::rendezvous(&job)?.as_ref());
+        let env = [("DISABLE_VERSION_CHECK".to_string(), "1".to_string())];
+        let (log, computed_steps) = super::run(&job, "LLaMA-Factory", &argv, &env, &work, &output)?;
         std::fs::create_dir_all(&job.out_dir)?;
         for e in std::fs::read_dir(&output)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
@@ -274,7 +234,6 @@ impl TrainEngine for LlamaFactoryEngine {
             }
         }
         check_model_dir(&job.stage, &job.out_dir)?;
-        let computed_steps = (log.len() as u64).saturating_sub(resumed_steps);
         Ok(TrainOutcome {
             log,
             computed_steps,

@@ -446,6 +446,81 @@ impl Drop for Group {
     }
 }
 
+/// What every engine does before writing its job: the base model dir
+/// checked, the Python side probed (`packages`, and `deepspeed` when the
+/// launch asks for it), the job's work dir (its checkpoint dir) prepared.
+/// Returns the packages' versions and the work dir.
+pub fn prepare(job: &TrainJob, engine: &str, packages: &[&str]) -> Result<(serde_json::Value, PathBuf)> {
+    let cfg = &job.config;
+    let mut modules = packages.to_vec();
+    if cfg.launch.deepspeed.is_some() {
+        modules.push("deepspeed");
+    }
+    check_base_dir(&job.stage, &job.base_dir)?;
+    let versions = probe(&cfg.launch.python(&cfg.engine), engine, &modules)?;
+    let work = job.checkpoint_dir.clone();
+    prepare_work_dir(&work, &job.fingerprint)?;
+    Ok((versions, work))
+}
+
+/// The rendezvous of a multi-node launch (none on one node).
+pub fn rendezvous(job: &TrainJob) -> Result<Option<Rendezvous>> {
+    if job.config.launch.nnodes > 1 {
+        Ok(Some(Rendezvous::from_env(&job.fingerprint[..job.fingerprint.len().min(16)])?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Runs an engine's launcher `argv` under [`supervise`] and follows its
+/// events: the rows of the steps its last checkpoint under `checkpoints`
+/// holds (a resumed training; `label` names the engine in the log), then
+/// one row per logged optimizer step, and the job's progress. `env` adds
+/// to the environment (the datasets cache is kept in `work`). Returns the
+/// log and how many of its steps this run computed.
+pub fn run(job: &TrainJob, label: &str, argv: &[String], env: &[(String, String)], work: &Path, checkpoints: &Path) -> Result<(Vec<TrainLogRow>, u64)> {
+    let stage = &job.stage;
+    let mut env = env.to_vec();
+    env.push(("HF_DATASETS_CACHE".to_string(), work.join("hf-datasets").display().to_string()));
+    let mut log = match last_checkpoint(checkpoints) {
+        Some((dir, step)) => {
+            tracing::info!("{stage}: resuming {label} from its checkpoint {} (step {step})", dir.display());
+            resumed_rows(stage, &dir, step)?
+        }
+        None => Vec::new(),
+    };
+    let resumed_steps = log.len() as u64;
+    let mut total = 0u64;
+    supervise(stage, argv, &env, work, "a rerun resumes from the last checkpoint (`save_every` sets how often one is written)", &mut |ev| {
+        let step = ev.get("step").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        if let Some(t) = ev.get("max_steps").and_then(serde_json::Value::as_u64) {
+            total = t;
+        }
+        match ev.get("event").and_then(serde_json::Value::as_str).unwrap_or("") {
+            "log" => {
+                let row = log_row(
+                    stage,
+                    step,
+                    ev.get("epoch").and_then(serde_json::Value::as_f64).unwrap_or(0.0),
+                    ev.get("tokens_per_s").and_then(serde_json::Value::as_f64),
+                    ev.get("logs").unwrap_or(&serde_json::Value::Null),
+                    Some(crate::store::table::now()),
+                );
+                log.retain(|r| r.step < step);
+                log.push(row);
+            }
+            "resume" => tracing::info!("{stage}: {label} resumed from {}", ev.get("checkpoint").and_then(serde_json::Value::as_str).unwrap_or("?")),
+            "save" => tracing::debug!("{stage}: checkpoint at step {step}"),
+            _ => {}
+        }
+        if let Some(p) = &job.progress {
+            p(super::StepProgress { step, total, loss: log.last().filter(|r| r.step == step).map(|r| r.loss) });
+        }
+    })?;
+    let computed = (log.len() as u64).saturating_sub(resumed_steps);
+    Ok((log, computed))
+}
+
 /// Runs `argv` as its own process group, with `env`, in `cwd`; every line
 /// of its stdout and stderr goes to the run log, each `@@mpo-run` event to
 /// `on_event`. An exit other than 0 is an error with the last lines and

@@ -15,10 +15,10 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{batch_split, check_model_dir, hf_scheduler, last_checkpoint, launch_argv, log_row, prepare_work_dir, probe, resumed_rows, supervise, Rendezvous};
+use super::{batch_split, check_model_dir, hf_scheduler, launch_argv, Rendezvous};
 use crate::train::dataset::{self, Dataset};
 use crate::train::engine::{Method, TrainEngine, TrainJob, TrainOutcome};
-use crate::train::{DpoLoss, Precision, StepProgress, TrainConfig};
+use crate::train::{DpoLoss, Precision, TrainConfig};
 
 pub const NAME: &str = "trl";
 
@@ -114,15 +114,7 @@ impl TrainEngine for TrlEngine {
         // The engine runs in its work dir: every path it gets is absolute.
         let job = super::absolute_paths(job)?;
         let cfg = &job.config;
-        let python = cfg.launch.python(&cfg.engine);
-        let mut modules: Vec<&str> = PACKAGES.to_vec();
-        if cfg.launch.deepspeed.is_some() {
-            modules.push("deepspeed");
-        }
-        super::check_base_dir(&job.stage, &job.base_dir)?;
-        let versions = probe(&python, NAME, &modules)?;
-        let work = job.checkpoint_dir.clone();
-        prepare_work_dir(&work, &job.fingerprint)?;
+        let (versions, work) = super::prepare(&job, NAME, PACKAGES)?;
         let rows = rows(&job.dataset);
         dataset::write_json_lines(&work.join("data.jsonl"), &rows)?;
         std::fs::write(work.join(DRIVER_FILE), DRIVER)?;
@@ -130,48 +122,8 @@ impl TrainEngine for TrlEngine {
         std::fs::write(work.join("job.json"), serde_json::to_vec_pretty(&job_json(&job, &work)?)?)?;
         let _ = std::fs::remove_dir_all(&job.out_dir);
 
-        let rdzv = if cfg.launch.nnodes > 1 { Some(Rendezvous::from_env(&job.fingerprint[..job.fingerprint.len().min(16)])?) } else { None };
-        let argv = command(cfg, &work, rdzv.as_ref());
-        let resumed = last_checkpoint(&work);
-        let mut log = match &resumed {
-            Some((dir, step)) => {
-                tracing::info!("{}: resuming TRL from its checkpoint {} (step {step})", job.stage, dir.display());
-                resumed_rows(&job.stage, dir, *step)?
-            }
-            None => Vec::new(),
-        };
-        let resumed_steps = log.len() as u64;
-        let env = [("HF_DATASETS_CACHE".to_string(), work.join("hf-datasets").display().to_string())];
-        let stage = job.stage.clone();
-        let progress = job.progress.clone();
-        let mut total = 0u64;
-        supervise(&stage, &argv, &env, &work, "a rerun resumes from the last checkpoint (`save_every` sets how often one is written)", &mut |ev| {
-            let kind = ev.get("event").and_then(serde_json::Value::as_str).unwrap_or("");
-            let step = ev.get("step").and_then(serde_json::Value::as_u64).unwrap_or(0);
-            if let Some(t) = ev.get("max_steps").and_then(serde_json::Value::as_u64) {
-                total = t;
-            }
-            match kind {
-                "log" => {
-                    let row = log_row(
-                        &stage,
-                        step,
-                        ev.get("epoch").and_then(serde_json::Value::as_f64).unwrap_or(0.0),
-                        ev.get("tokens_per_s").and_then(serde_json::Value::as_f64),
-                        ev.get("logs").unwrap_or(&serde_json::Value::Null),
-                        Some(crate::store::table::now()),
-                    );
-                    log.retain(|r| r.step < step);
-                    log.push(row);
-                }
-                "resume" => tracing::info!("{stage}: TRL resumed from {}", ev.get("checkpoint").and_then(serde_json::Value::as_str).unwrap_or("?")),
-                "save" => tracing::debug!("{stage}: checkpoint at step {step}"),
-                _ => {}
-            }
-            if let Some(p) = &progress {
-                p(StepProgress { step, total, loss: log.last().filter(|r| r.step == step).map(|r| r.loss) });
-            }
-        })?;
+        let argv = command(cfg, &work, super::rendezvous(&job)?.as_ref());
+        let (log, computed_steps) = super::run(&job, "TRL", &argv, &[], &work, &work)?;
         check_model_dir(&job.stage, &job.out_dir)?;
         let _ = std::fs::remove_file(job.out_dir.join("training_args.bin"));
         let reference = match job.method {
@@ -182,7 +134,6 @@ impl TrainEngine for TrlEngine {
             }
             Method::Sft => Vec::new(),
         };
-        let computed_steps = (log.len() as u64).saturating_sub(resumed_steps);
         Ok(TrainOutcome {
             log,
             computed_steps,
