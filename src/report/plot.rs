@@ -361,21 +361,17 @@ fn lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure, panel:
     let pad = ((yhi - ylo) * 0.15).max(yhi.abs() * 0.05).max(1e-3);
     let (ylo, yhi) = (if ylo >= 0.0 { (ylo - pad).max(0.0) } else { ylo - pad }, yhi + pad);
     let (xlo, xhi) = (xs[0], xs[xs.len() - 1]);
-    let mut b = ChartBuilder::on(area);
-    b.margin(14).margin_right(24).x_label_area_size(56).y_label_area_size(if panel.y_label.is_empty() { 52 } else { 78 });
-    if !panel.title.is_empty() {
-        b.caption(&panel.title, (FONT, 20));
-    }
+    let mut b = panel_builder(area, panel);
     if log_x {
         let x = Keyed { inner: LogCoord::from((xlo / 1.4..xhi * 1.4).log_scale()), keys: xs.clone() };
         let mut chart = d!(b.build_cartesian_2d(x, ylo..yhi));
-        mesh_lines(&mut chart, panel, yhi - ylo)?;
+        mesh_lines(&mut chart, panel, yhi - ylo, None)?;
         draw_lines(&mut chart, fig, panel)
     } else {
         let xpad = ((xhi - xlo) * 0.08).max(0.5);
         let x = keyed(xlo - xpad..xhi + xpad, xs.clone());
         let mut chart = d!(b.build_cartesian_2d(x, ylo..yhi));
-        mesh_lines(&mut chart, panel, yhi - ylo)?;
+        mesh_lines(&mut chart, panel, yhi - ylo, None)?;
         draw_lines(&mut chart, fig, panel)
     }
 }
@@ -392,26 +388,9 @@ fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure, panel
     let pad = ((yhi - ylo) * 0.08).max(yhi.abs() * 0.02).max(1e-3);
     let (ylo, yhi) = (if ylo >= 0.0 { (ylo - pad).max(0.0) } else { ylo - pad }, yhi + pad);
     let xpad = ((xhi - xlo) * 0.02).max(0.5);
-    let mut b = ChartBuilder::on(area);
-    b.margin(14).margin_right(24).x_label_area_size(56).y_label_area_size(if panel.y_label.is_empty() { 52 } else { 78 });
-    if !panel.title.is_empty() {
-        b.caption(&panel.title, (FONT, 20));
-    }
+    let mut b = panel_builder(area, panel);
     let mut chart = d!(b.build_cartesian_2d(xlo - xpad..xhi + xpad, ylo..yhi));
-    let span = yhi - ylo;
-    d!(chart
-        .configure_mesh()
-        .x_labels(6)
-        .y_labels(6)
-        .x_label_formatter(&|v| short(*v))
-        .y_label_formatter(&|v| tick(*v, span))
-        .y_desc(panel.y_label.as_str())
-        .x_desc(panel.x_label.as_str())
-        .label_style((FONT, 17))
-        .axis_desc_style((FONT, 19))
-        .light_line_style(TRANSPARENT)
-        .bold_line_style(BLACK.mix(0.12))
-        .draw());
+    mesh_lines(&mut chart, panel, yhi - ylo, Some(6))?;
     for (s, series) in panel.series.iter().enumerate() {
         // Series are matched to the legend by name (a panel may show a
         // subset of the figure's series).
@@ -433,13 +412,28 @@ fn curves<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, fig: &Figure, panel
     Ok(())
 }
 
-fn mesh_lines<DB, X>(chart: &mut ChartContext<'_, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>, panel: &Panel, span: f64) -> Result<()>
+/// A panel's chart builder: margins, label areas, its title.
+fn panel_builder<'a, 'b, DB: DrawingBackend>(area: &'a DrawingArea<DB, Shift>, panel: &'b Panel) -> ChartBuilder<'a, 'b, DB> {
+    let mut b = ChartBuilder::on(area);
+    b.margin(14).margin_right(24).x_label_area_size(56).y_label_area_size(if panel.y_label.is_empty() { 52 } else { 78 });
+    if !panel.title.is_empty() {
+        b.caption(&panel.title, (FONT, 20));
+    }
+    b
+}
+
+/// The mesh, ticks and axis titles of a panel; `labels`: ticks per axis
+/// (plotters' default when `None`).
+fn mesh_lines<DB, X>(chart: &mut ChartContext<'_, DB, Cartesian2d<X, plotters::coord::types::RangedCoordf64>>, panel: &Panel, span: f64, labels: Option<usize>) -> Result<()>
 where
     DB: DrawingBackend,
-    X: Ranged<ValueType = f64, FormatOption = plotters::coord::ranged1d::DefaultFormatting>,
+    X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
 {
-    d!(chart
-        .configure_mesh()
+    let mut mesh = chart.configure_mesh();
+    if let Some(n) = labels {
+        mesh.x_labels(n).y_labels(n);
+    }
+    d!(mesh
         .x_label_formatter(&|v| short(*v))
         .y_label_formatter(&|v| tick(*v, span))
         .y_desc(panel.y_label.as_str())
