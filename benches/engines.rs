@@ -17,7 +17,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use mpo_run::model::local::{init_model, InitConfig, LocalModelConfig};
+use mpo_run::model::local::{init_model, LocalModelConfig};
 use mpo_run::train::dataset::{Completion, Dataset};
 use mpo_run::train::engine::{self, Method, TrainJob, TrainOutcome};
 use mpo_run::train::{Schedule, TrainConfig};
@@ -97,22 +97,7 @@ fn main() {
     let data = Dataset::Completions(completions(16 * steps));
 
     let corpus: Vec<String> = completions(64).into_iter().flat_map(|c| [c.prompt, c.completion]).collect();
-    let cfg = LocalModelConfig {
-        init: Some(InitConfig {
-            layers: 2,
-            hidden: 128,
-            heads: 4,
-            kv_heads: 2,
-            ff: 512,
-            vocab_size: 2000,
-            head_dim: None,
-            rope_theta: 10000.0,
-            tie_embeddings: true,
-            tokenizer: "bpe".into(),
-            max_position_embeddings: 4096,
-        }),
-        ..Default::default()
-    };
+    let cfg = common::init_config(2, 128, 4, 2, 512, 2000);
     let base = dir.path().join("base");
     init_model(&cfg, &corpus, 1).expect("init").save(&base).expect("save");
 

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mpo_run::model::local::{init_model, InitConfig, LocalModel, LocalModelConfig, SeqKv};
+use mpo_run::model::local::{init_model, LocalModel, LocalModelConfig, SeqKv};
 use mpo_run::model::{ChatModel, ChatRequest, Message};
 
 fn corpus() -> Vec<String> {
@@ -31,22 +31,7 @@ fn corpus() -> Vec<String> {
 }
 
 fn model_25m() -> LocalModel {
-    let cfg = LocalModelConfig {
-        init: Some(InitConfig {
-            layers: 8,
-            hidden: 512,
-            heads: 8,
-            kv_heads: 4,
-            ff: 1408,
-            vocab_size: 4096,
-            head_dim: None,
-            rope_theta: 10000.0,
-            tie_embeddings: true,
-            tokenizer: "bpe".into(),
-            max_position_embeddings: 4096,
-        }),
-        ..Default::default()
-    };
+    let cfg = common::init_config(8, 512, 8, 4, 1408, 4096);
     init_model(&cfg, &corpus(), 1).expect("init 25M model")
 }
 

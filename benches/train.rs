@@ -9,28 +9,13 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use mpo_run::model::local::{init_model, InitConfig, LocalModel, LocalModelConfig};
+use mpo_run::model::local::{init_model, LocalModel, LocalModelConfig};
 use mpo_run::train::data::{Example, PairExample};
 use mpo_run::train::{train, DpoLoss, Objective, Precision, RunControl, Schedule, TrainConfig};
 
 fn init(layers: usize, hidden: usize, heads: usize, kv: usize, ff: usize, vocab: usize) -> LocalModel {
     let corpus: Vec<String> = (0..400).map(|i| format!("go to cabinet {i} take mug {i} from shelf {} put it in drawer {}", i % 7, i % 5)).collect();
-    let cfg = LocalModelConfig {
-        init: Some(InitConfig {
-            layers,
-            hidden,
-            heads,
-            kv_heads: kv,
-            ff,
-            vocab_size: vocab,
-            head_dim: None,
-            rope_theta: 10000.0,
-            tie_embeddings: true,
-            tokenizer: "bpe".into(),
-            max_position_embeddings: 4096,
-        }),
-        ..Default::default()
-    };
+    let cfg = common::init_config(layers, hidden, heads, kv, ff, vocab);
     init_model(&cfg, &corpus, 1).expect("init model")
 }
 

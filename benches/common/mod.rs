@@ -18,6 +18,29 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 
+use mpo_run::model::local::{InitConfig, LocalModelConfig};
+
+/// A local model's settings for `init_model`: a Llama-style transformer of
+/// this shape with a byte-level BPE tokenizer (the quickstart's kind).
+pub fn init_config(layers: usize, hidden: usize, heads: usize, kv_heads: usize, ff: usize, vocab_size: usize) -> LocalModelConfig {
+    LocalModelConfig {
+        init: Some(InitConfig {
+            layers,
+            hidden,
+            heads,
+            kv_heads,
+            ff,
+            vocab_size,
+            head_dim: None,
+            rope_theta: 10000.0,
+            tie_embeddings: true,
+            tokenizer: "bpe".into(),
+            max_position_embeddings: 4096,
+        }),
+        ..Default::default()
+    }
+}
+
 pub struct Figures {
     bench: &'static str,
     quick: bool,
