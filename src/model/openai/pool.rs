@@ -371,6 +371,11 @@ impl Pool {
     /// instead of each retrying against a dead server. One call per
     /// cool-down still probes, so a server that comes back is found.
     pub(crate) fn dead_for(&self, limit: Duration) -> Option<String> {
+        // Every call asks: answer from the atomics while any endpoint is in
+        // rotation (a refused connection always takes one out).
+        if self.eps.iter().any(|e| !e.down.load(Ordering::Acquire)) {
+            return None;
+        }
         let now = Instant::now();
         let mut why = Vec::new();
         for ep in &self.eps {
