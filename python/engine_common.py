@@ -9,6 +9,11 @@ mpo-run writes this file next to them).
   (steps), `log` (one per optimizer step: the Trainer's logged metrics,
   unrounded), `save` (a checkpoint was written), and the drivers' own
   `resume` and `done`. Anything else printed is the engines' own log.
+- `finish()`: the ranks' orderly goodbye. A rank that leaves while the
+  others still use the (gloo) process group aborts in C++ ("terminate
+  called without an active exception"), which fails the whole launch
+  after the model was saved; so every rank waits for the others, then
+  tears the group down before the interpreter exits.
 """
 
 import json
@@ -81,3 +86,11 @@ def report_callback():
                 time.sleep(STEP_DELAY)
 
     return Report()
+
+
+def finish():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from engine_common import report_callback, say, start_watchdog
+from engine_common import finish, report_callback, say, start_watchdog
 
 start_watchdog()
 
@@ -108,7 +108,9 @@ def main():
     trainer.save_model(job["out_dir"])
     if trainer.is_world_process_zero():
         tok.save_pretrained(job["out_dir"])
-    say("done", step=trainer.state.global_step)
+    step = trainer.state.global_step
+    finish()
+    say("done", step=step)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,9 @@ fn trl_trains_the_planner_under_torchrun_in_the_dag_and_resumes_after_a_kill() {
     for f in ["config.json", "model.safetensors", "tokenizer.json"] {
         assert!(model.join(f).exists(), "{f} in the trained dir");
     }
-    assert!(processes_with("results/train/sft").is_empty(), "no engine process left: {:?}", processes_with("results/train/sft"));
+    // This test's own dir: the DPO test trains an SFT of its own meanwhile.
+    let mine = ctx.path("results/train/sft").display().to_string();
+    assert!(processes_with(&mine).is_empty(), "no engine process left: {:?}", processes_with(&mine));
 
     // 2. Cached: a rerun runs nothing.
     let again = ctx.run(&["engines.toml", "--only", "sft"]);
@@ -265,7 +267,8 @@ async fn trl_trains_dpo_on_the_dags_pairs_under_torchrun() {
     assert!(log.iter().all(|r| r.stage == "dpo" && r.loss.is_finite() && r.margin.is_some() && r.reward_accuracy.is_some()), "{log:?}");
     let lm = LocalModel::load(&dpo.join("model"), LocalModelConfig { path: Some(dpo.join("model")), ..LocalModelConfig::default() }).unwrap();
     assert!(lm.tokenizer.encode("Step one").is_ok());
-    assert!(processes_with("results/train/dpo").is_empty(), "no engine process left: {:?}", processes_with("results/train/dpo"));
+    let mine = ctx.path("results/train/dpo").display().to_string();
+    assert!(processes_with(&mine).is_empty(), "no engine process left: {:?}", processes_with(&mine));
 }
 
 fn job(engine_name: &str, dataset: Dataset, method: Method, dir: &Path, python: &str) -> TrainJob {
