@@ -76,6 +76,7 @@ fn main() {
         envs: Arc::new(Default::default()),
         shard: None,
         journal: "bench",
+        served: Default::default(),
     };
     for pass in ["fresh", "reused"] {
         let list: Vec<(String, usize)> = (0..items).map(|i| (format!("item-{i}"), i)).collect();

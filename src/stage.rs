@@ -38,6 +38,12 @@ pub trait Stage: Send + Sync + std::fmt::Debug {
     /// Records the keys of the node's inputs once they are known (model
     /// references to trained weights carry their producer's key).
     fn bind(&mut self, _input_keys: &[String]) {}
+    /// The served models it generates from, by lease
+    /// (`mpo::models::ModelRef::lease`, once bound): the executor stops a
+    /// model's server when no node left to settle names its lease.
+    fn leases(&self) -> Vec<String> {
+        Vec::new()
+    }
     /// The item journal its items live in; stages that compute the same
     /// kind of item share one (`mc_rollouts` and `eval`: `episodes`), so
     /// the same item is never computed twice.
@@ -123,6 +129,39 @@ pub struct Input {
 }
 
 impl NodeCtx {
+    /// Records that the node generates from `model`, when its server
+    /// exposes prefix-cache counters: the executor writes the node's hit
+    /// rate into the run log and the manifest (`serving`).
+    pub async fn used(&self, name: &str, model: &Arc<dyn crate::model::ChatModel>) {
+        let known = self.served.lock().expect("poisoned").iter().any(|u| Arc::ptr_eq(&u.model, model));
+        if known {
+            return;
+        }
+        if let Some(start) = model.prefix_cache().await {
+            let mut served = self.served.lock().expect("poisoned");
+            if !served.iter().any(|u| Arc::ptr_eq(&u.model, model)) {
+                served.push(UsedModel { name: name.to_string(), model: model.clone(), start });
+            }
+        }
+    }
+
+    /// Each used served model's prefix-cache traffic while the node ran:
+    /// `{queried_tokens, hit_tokens, hit_rate}` by model name (the server's
+    /// totals, so other nodes that used it at the same time count too).
+    pub async fn serving(&self) -> BTreeMap<String, serde_json::Value> {
+        let used: Vec<(String, Arc<dyn crate::model::ChatModel>, (f64, f64))> =
+            self.served.lock().expect("poisoned").iter().map(|u| (u.name.clone(), u.model.clone(), u.start)).collect();
+        let mut out = BTreeMap::new();
+        for (name, model, (q0, h0)) in used {
+            if let Some((q, h)) = model.prefix_cache().await {
+                let (dq, dh) = ((q - q0).max(0.0), (h - h0).max(0.0));
+                let rate = if dq > 0.0 { Some(dh / dq) } else { None };
+                out.insert(name, serde_json::json!({ "prefix_cache_queried_tokens": dq, "prefix_cache_hit_tokens": dh, "prefix_cache_hit_rate": rate }));
+            }
+        }
+        out
+    }
+
     /// The artifact directory of the input in `slot`, checked against its
     /// manifest's hashes (once per process; the executor has normally
     /// checked it already when it found it cached). A corrupt input is moved
@@ -209,6 +248,18 @@ pub struct NodeCtx {
     pub shard: Option<(u32, u32)>,
     /// The item journal the stage's items live in ([`Stage::journal`]).
     pub journal: &'static str,
+    /// Served models the node generated from, with their prefix-cache
+    /// counters when it started using them (see [`NodeCtx::used`]).
+    pub served: std::sync::Mutex<Vec<UsedModel>>,
+}
+
+/// A served model a node generated from.
+pub struct UsedModel {
+    pub name: String,
+    pub model: Arc<dyn crate::model::ChatModel>,
+    /// `(queried, hit)` prompt tokens of the server's prefix cache when the
+    /// node started using it.
+    pub start: (f64, f64),
 }
 
 /// A sharded node computed its part (not a failure).

@@ -136,8 +136,29 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
     let envs = Arc::new(crate::env::Registry::default());
     let mut running: JoinSet<(usize, NodeStatus)> = JoinSet::new();
     let mut started = vec![false; n];
+    // Served models: a server runs while a node that generates from it is
+    // not settled, and is stopped (`Registry::release`) after the last.
+    let mut leases: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for node in &plan.nodes {
+        for l in node.work.leases() {
+            *leases.entry(l).or_default() += 1;
+        }
+    }
+    let mut settled = vec![false; n];
 
     loop {
+        for id in 0..n {
+            if status[id].is_some() && !settled[id] {
+                settled[id] = true;
+                for l in plan.nodes[id].work.leases() {
+                    let left = leases.get_mut(&l).expect("counted above");
+                    *left -= 1;
+                    if *left == 0 {
+                        models.release(&l);
+                    }
+                }
+            }
+        }
         // Start every node whose inputs are settled.
         for id in 0..n {
             if started[id] || status[id].is_some() {
@@ -193,6 +214,7 @@ pub async fn execute(plan: &Plan, store: &Store, opts: &RunOptions) -> Result<Ru
                 // train into one checkpoint dir at once.
                 shard: opts.shard.filter(|_| node.work.sharded()),
                 journal: node.work.journal(),
+                served: Default::default(),
             };
             let jobs = jobs.clone();
             let (work, config) = (node.work.clone(), node.config.clone());
@@ -280,6 +302,17 @@ async fn run_node(work: &dyn Stage, config: serde_json::Value, ctx: NodeCtx) -> 
             ctx.store.begin(ctx.stage, &ctx.key)?
         };
         let out = work.run(&ctx, &writer).await?;
+        let serving = ctx.serving().await;
+        for (model, v) in &serving {
+            if let Some(rate) = v["prefix_cache_hit_rate"].as_f64() {
+                tracing::info!(
+                    "`{}`: the prefix cache of `{model}`'s server hit {:.1}% of {} prompt tokens",
+                    ctx.label,
+                    100.0 * rate,
+                    v["prefix_cache_queried_tokens"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
         let manifest = Manifest {
             stage: ctx.stage.to_string(),
             key: ctx.key.clone(),
@@ -302,6 +335,7 @@ async fn run_node(work: &dyn Stage, config: serde_json::Value, ctx: NodeCtx) -> 
                     .sum::<usize>(),
             // Hashed by `commit` from the files written.
             files: Default::default(),
+            serving,
         };
         writer.commit(&manifest)?;
         Ok::<_, anyhow::Error>(out)

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 pub mod local;
 pub mod openai;
+pub mod serve;
+mod served;
+
+pub use served::Served;
 
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -115,30 +119,76 @@ pub trait ChatModel: Send + Sync {
     async fn ready(&self) -> Result<(), ModelError> {
         Ok(())
     }
+    /// The serving engine's prefix-cache counters `(queried, hit)` tokens
+    /// so far, for models served by an engine that exposes them (vLLM's
+    /// `/metrics`); `None` for the others.
+    async fn prefix_cache(&self) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 /// Builds the models a run needs, once each (keyed by name and settings),
-/// shared by every stage of the run.
+/// shared by every stage of the run. Served models ([`serve`]) are started
+/// here and stopped by [`Registry::release`] or when the registry goes.
 #[derive(Default)]
 pub struct Registry {
     cache: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<dyn ChatModel>>>,
+    servers: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<serve::Server>>>,
 }
 
 impl Registry {
     pub fn get(&self, name: &str, spec: &ModelSpec) -> Result<std::sync::Arc<dyn ChatModel>, ModelError> {
-        let key = format!("{name}:{}", serde_json::to_string(spec).unwrap_or_default());
+        self.get_as(None, name, spec)
+    }
+
+    /// The model, under `lease` (a served model's key, see
+    /// `mpo::models::ModelRef::lease`) when given.
+    pub fn get_as(&self, lease: Option<&str>, name: &str, spec: &ModelSpec) -> Result<std::sync::Arc<dyn ChatModel>, ModelError> {
+        let key = match lease {
+            Some(l) => l.to_string(),
+            None => format!("{name}:{}", serde_json::to_string(spec).unwrap_or_default()),
+        };
         let mut cache = self.cache.lock().expect("model registry poisoned");
         if let Some(m) = cache.get(&key) {
             return Ok(m.clone());
         }
         let model: std::sync::Arc<dyn ChatModel> = match spec {
             ModelSpec::Openai(cfg) => std::sync::Arc::new(openai::OpenAiClient::new(name, cfg.clone())?),
+            ModelSpec::Local(cfg) if cfg.serve.is_some() => {
+                let served = Served::start(name, cfg)?;
+                self.servers.lock().expect("model registry poisoned").insert(key.clone(), served.server());
+                std::sync::Arc::new(served)
+            }
             ModelSpec::Local(cfg) => std::sync::Arc::new(
                 local::LocalModel::from_config(cfg).map_err(|e| ModelError::Other(format!("model `{name}`: {e:#}")))?,
             ),
         };
         cache.insert(key, model.clone());
         Ok(model)
+    }
+
+    /// Stops the server of the served model under `lease`, if one runs: no
+    /// remaining node needs it. A later `get_as` starts it again.
+    pub fn release(&self, lease: &str) {
+        self.cache.lock().expect("model registry poisoned").remove(lease);
+        let server = self.servers.lock().expect("model registry poisoned").remove(lease);
+        if let Some(server) = server {
+            tracing::info!("no remaining stage needs the served model under `{lease}`: stopping its server");
+            server.stop();
+        }
+    }
+
+    /// The servers running now (tests, and people checking a run).
+    pub fn servers(&self) -> Vec<std::sync::Arc<serve::Server>> {
+        self.servers.lock().expect("model registry poisoned").values().cloned().collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for (_, s) in self.servers.lock().expect("model registry poisoned").drain() {
+            s.stop();
+        }
     }
 }
 

@@ -179,6 +179,9 @@ impl Stage for EvalWork {
     fn bind(&mut self, input_keys: &[String]) {
         self.agent.bind(input_keys);
     }
+    fn leases(&self) -> Vec<String> {
+        self.agent.lease().into_iter().collect()
+    }
     fn journal(&self) -> &'static str {
         super::common::EPISODE_JOURNAL
     }

@@ -190,6 +190,9 @@ impl Stage for McRolloutsWork {
     fn bind(&mut self, input_keys: &[String]) {
         self.explorer.bind(input_keys);
     }
+    fn leases(&self) -> Vec<String> {
+        self.explorer.lease().into_iter().collect()
+    }
     fn journal(&self) -> &'static str {
         super::common::EPISODE_JOURNAL
     }

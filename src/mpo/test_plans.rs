@@ -154,6 +154,9 @@ impl Stage for TestPlansWork {
     fn bind(&mut self, input_keys: &[String]) {
         self.model.bind(input_keys);
     }
+    fn leases(&self) -> Vec<String> {
+        self.model.lease().into_iter().collect()
+    }
     fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
         Ok(Items::Keys(self.item_keys()?))
     }

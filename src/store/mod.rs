@@ -152,6 +152,11 @@ pub struct Manifest {
     /// `--force` of its stage rewrites it with hashes).
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Served models the node generated from, by name: their servers'
+    /// prefix-cache traffic while it ran (`prefix_cache_queried_tokens`,
+    /// `prefix_cache_hit_tokens`, `prefix_cache_hit_rate`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub serving: BTreeMap<String, serde_json::Value>,
 }
 
 /// What the index remembers of a node from the last time a plan of this
@@ -746,6 +751,7 @@ mod verify_tests {
             items_computed: 1,
             items_failed: 0,
             files: BTreeMap::new(),
+            serving: BTreeMap::new(),
         }
     }
 

@@ -145,7 +145,11 @@ pub fn engine_python(var: &str) -> String {
         Ok(p) if !p.is_empty() => p,
         _ => panic!(
             "{var} is not set: run the tests with `bash .ci/run`, or `export {var}=$(bash python/setup.sh{})` first",
-            if var == "MPO_RUN_LF_PYTHON" { " llamafactory" } else { "" }
+            match var {
+                "MPO_RUN_LF_PYTHON" => " llamafactory",
+                "MPO_RUN_VLLM_PYTHON" => " vllm",
+                _ => "",
+            }
         ),
     }
 }

@@ -103,6 +103,11 @@ pub struct LocalModelConfig {
     /// slower).
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
+    /// Served by an inference engine that mpo-run starts (vLLM, …) instead
+    /// of generated from in-process; training still reads `path` (see
+    /// [`crate::model::serve`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<crate::model::serve::ServeConfig>,
 }
 
 impl Default for LocalModelConfig {
@@ -120,6 +125,7 @@ impl Default for LocalModelConfig {
             max_batch: d_max_batch(),
             kv_cache_tokens: d_cache(),
             precision: Precision::F32,
+            serve: None,
         }
     }
 }
@@ -150,6 +156,9 @@ impl LocalModelConfig {
         }
         if self.max_tokens == 0 {
             return Err("max_tokens must be at least 1".into());
+        }
+        if let Some(serve) = &self.serve {
+            serve.validate()?;
         }
         Ok(())
     }

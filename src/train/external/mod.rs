@@ -321,19 +321,7 @@ pub fn launch_argv(python: &str, launch: &Launch, rdzv: Option<&Rendezvous>, scr
     v
 }
 
-/// A command line as a person would type it.
-pub fn shell_line(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,$+@".contains(c)) {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use crate::model::serve::shell_line;
 
 /// The installed versions of `modules` for `python`, or an error naming
 /// the missing one and the install command.
