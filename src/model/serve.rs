@@ -559,7 +559,10 @@ fn supervise(
                     .map(|stream| {
                         let (r, name) = (r.clone(), name.clone());
                         std::thread::spawn(move || {
-                            for line in BufReader::new(stream).lines().map_while(|l| l.ok()) {
+                            for line in BufReader::new(stream).split(b'\n').map_while(Result::ok) {
+                                // Progress bars redraw with \r: the last state.
+                                let line = String::from_utf8_lossy(&line);
+                                let line = line.rsplit('\r').next().unwrap_or("").to_string();
                                 tracing::info!(target: "engine", "serve {name}[{}]: {line}", r.index);
                                 r.push_line(line);
                             }
@@ -605,17 +608,21 @@ fn supervise(
 }
 
 fn spawn(r: &Replica) -> Result<std::process::Child, String> {
+    let mut cmd = group_command(&r.argv);
+    cmd.envs(r.env.iter().map(|(k, v)| (k, v)));
+    cmd.spawn().map_err(|e| format!("cannot start `{}`: {e}", r.argv[0]))
+}
+
+/// `argv` as a child of the calling thread that leads a process group of
+/// its own (so that one signal reaches everything it starts), dies with
+/// that thread (`PR_SET_PDEATHSIG`: the thread must wait for it), reads
+/// nothing and has its output piped. Shared with the external training
+/// engines' launcher.
+pub fn group_command(argv: &[String]) -> Command {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(&r.argv[0]);
-    cmd.args(&r.argv[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .envs(r.env.iter().map(|(k, v)| (k, v)))
-        .process_group(0);
-    // SAFETY: between fork and exec only async-signal-safe calls: prctl
-    // makes the replica die with the thread that starts it (the supervisor,
-    // which waits for it).
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+    // SAFETY: between fork and exec only async-signal-safe calls.
     unsafe {
         cmd.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -624,7 +631,7 @@ fn spawn(r: &Replica) -> Result<std::process::Child, String> {
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| format!("cannot start `{}`: {e}", r.argv[0]))
+    cmd
 }
 
 /// A process outside mpo-run's process group and the replica's that kills

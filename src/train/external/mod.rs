@@ -24,7 +24,7 @@ pub mod trl;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -521,30 +521,14 @@ pub fn supervise(
     hint: &str,
     on_event: &mut dyn FnMut(&serde_json::Value),
 ) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    // The launcher dies with this thread, which waits for it.
+    let mut cmd = crate::model::serve::group_command(argv);
+    cmd.current_dir(cwd)
         .env("MPO_RUN_PID", std::process::id().to_string())
         .env("PYTHONUNBUFFERED", "1")
         .env("HF_HUB_OFFLINE", "1")
         .env("TOKENIZERS_PARALLELISM", "false")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .process_group(0);
-    // SAFETY: between fork and exec only async-signal-safe calls: prctl
-    // makes the launcher die with the thread that starts it (this one,
-    // which waits for it).
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+        .envs(env.iter().map(|(k, v)| (k, v)));
     tracing::info!(target: "engine", "{stage}: {}", shell_line(argv));
     let mut child = cmd.spawn().map_err(|e| anyhow!("{stage}: cannot start `{}`: {e}", argv[0]))?;
     let pgid = child.id() as i32;
