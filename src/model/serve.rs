@@ -241,6 +241,9 @@ pub struct Server {
     stopping: Arc<AtomicBool>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     gpus: Vec<String>,
+    /// Set when a wait for readiness timed out: later waits fail at once
+    /// instead of waiting `ready_timeout_s` again per node.
+    late: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -324,6 +327,7 @@ impl Server {
             stopping: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
             gpus,
+            late: Mutex::new(None),
         };
         for r in &server.replicas {
             tracing::info!(target: "engine", "serve {name}[{}] on port {}: {}", r.index, r.port, shell_line(&r.argv));
@@ -372,6 +376,9 @@ impl Server {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<(), String>>,
     {
+        if let Some(why) = self.late.lock().expect("poisoned").clone() {
+            return Err(ModelError::NotReady(why));
+        }
         let started = Instant::now();
         let deadline = started + Duration::from_secs_f64(self.cfg.ready_timeout_s);
         let urls = self.urls();
@@ -404,14 +411,16 @@ impl Server {
             }
             if Instant::now() >= deadline {
                 let i = ready.iter().position(|r| !r).unwrap_or(0);
-                return Err(ModelError::NotReady(format!(
+                let why = format!(
                     "model `{}`: the server's replica {i} was not ready within {}s ([models.{}.serve] ready_timeout_s; last: {}); its last lines:\n  {}",
                     self.name,
                     self.cfg.ready_timeout_s,
                     base_name(&self.name),
                     last[i],
                     self.replicas[i].tail_text()
-                )));
+                );
+                *self.late.lock().expect("poisoned") = Some(why.clone());
+                return Err(ModelError::NotReady(why));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
