@@ -106,6 +106,41 @@ fn processes_with(needle: &str) -> Vec<(i32, String)> {
     out
 }
 
+/// Processes in the process groups `groups` (a replica's group holds
+/// children whose command lines name no dir, e.g. multiprocessing's
+/// resource tracker, which ignores SIGTERM).
+fn processes_in(groups: &[i32]) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        // pid (comm) state ppid pgrp …: comm may hold spaces, so split after ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        if let Some(pgrp) = fields.get(2).and_then(|f| f.parse::<i32>().ok()) {
+            if groups.contains(&pgrp) {
+                let cmd = std::fs::read(e.path().join("cmdline")).map(|c| String::from_utf8_lossy(&c).replace('\0', " ")).unwrap_or_default();
+                out.push((pid, cmd));
+            }
+        }
+    }
+    out
+}
+
+fn wait_gone_groups(groups: &[i32], limit: Duration) -> Vec<(i32, String)> {
+    let start = Instant::now();
+    loop {
+        let left = processes_in(groups);
+        if left.is_empty() || start.elapsed() > limit {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn wait_gone(needle: &str, limit: Duration) -> Vec<(i32, String)> {
     let start = Instant::now();
     loop {
@@ -172,10 +207,19 @@ fn vllm_serves_the_dags_models_like_the_in_process_engine_and_nothing_outlives_i
     let dry = ctx.run(&["serve.toml", "--dry-run"]);
     assert!(String::from_utf8_lossy(&dry.stdout).contains("cached"), "serving changes no key:\n{}", String::from_utf8_lossy(&dry.stdout));
     let mut killed = None;
+    // Every replica's process group seen while the run ran.
+    let mut groups: Vec<i32> = Vec::new();
     let (status, text) = run_watching(
         &ctx,
         &["serve.toml", "-v", "--force", "sample_plans", "--force", "test_plans", "--force", "mc_rollouts", "--force", "eval"],
         |line, _| {
+            if line.contains(": ready at ") {
+                for (pid, c) in processes_with(&dir) {
+                    if c.contains("vllm.entrypoints.openai.api_server") && !groups.contains(&pid) {
+                        groups.push(pid);
+                    }
+                }
+            }
             if killed.is_none() && line.contains("serve agent@agent_sft[0]: ready at") {
                 std::thread::sleep(Duration::from_millis(300));
                 let servers: Vec<(i32, String)> = processes_with(&dir).into_iter().filter(|(_, c)| c.contains("vllm.entrypoints.openai.api_server") && c.contains("agent_sft")).collect();
@@ -218,18 +262,27 @@ fn vllm_serves_the_dags_models_like_the_in_process_engine_and_nothing_outlives_i
         "multi-turn episodes hit vLLM's prefix cache: {manifests:?}"
     );
     assert!(wait_gone(&dir, Duration::from_secs(10)).is_empty(), "no server left after the run: {:?}", processes_with(&dir));
+    assert!(groups.len() >= 2, "the planner's and the agent's servers were seen: {groups:?}");
+    let left = wait_gone_groups(&groups, Duration::from_secs(10));
+    assert!(left.is_empty(), "nothing of the servers' process groups is left: {left:?}");
 
     // 3. SIGKILL of mpo-run while its server runs: the watchdog takes the
     // server's whole process group (vLLM's engine core included) down.
+    let mut groups: Vec<i32> = Vec::new();
     let (_, text) = run_watching(&ctx, &["serve.toml", "-v", "--force", "test_plans", "--only", "test_plans"], |line, child| {
         if line.contains("serve planner@sft[0]: ready at") {
-            assert!(processes_with(&dir).iter().any(|(_, c)| c.contains("vllm")), "the server runs");
+            groups = processes_with(&dir).into_iter().filter(|(_, c)| c.contains("vllm.entrypoints.openai.api_server")).map(|(p, _)| p).collect();
+            assert_eq!(groups.len(), 1, "the server runs");
+            // Its group holds more than the server (vLLM's helpers).
+            assert!(processes_in(&groups).len() > 1, "{:?}", processes_in(&groups));
             child.kill().unwrap();
         }
     });
     assert!(text.contains("ready at"), "{text}");
     let left = wait_gone(&dir, Duration::from_secs(15));
     assert!(left.is_empty(), "no server process outlives a SIGKILLed mpo-run: {left:?}");
+    let left = wait_gone_groups(&groups, Duration::from_secs(15));
+    assert!(left.is_empty(), "nothing of the server's process group outlives a SIGKILLed mpo-run (the watchdog kills it): {left:?}");
 }
 
 /// Bad settings: each a clear error naming the key, and no process left.

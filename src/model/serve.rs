@@ -648,7 +648,9 @@ pub fn group_command(argv: &[String]) -> Command {
 /// by itself when the group is gone.
 fn watchdog(pgid: i32) {
     use std::os::unix::process::CommandExt;
-    let script = "while kill -0 \"$1\" 2>/dev/null && kill -0 -- \"-$2\" 2>/dev/null; do sleep 1; done; kill -KILL -- \"-$2\" 2>/dev/null; exit 0";
+    // `kill -s SIG -- -PGID`: the one spelling of a group kill that both
+    // dash and bash take (dash reads `kill -0 -- -PGID` as a bad number).
+    let script = "while kill -s 0 \"$1\" 2>/dev/null && kill -s 0 -- \"-$2\" 2>/dev/null; do sleep 1; done; kill -s KILL -- \"-$2\" 2>/dev/null; exit 0";
     let spawned = Command::new("sh")
         .args(["-c", script, "mpo-run-serve-watchdog", &std::process::id().to_string(), &pgid.to_string()])
         .stdin(Stdio::null())
