@@ -173,14 +173,9 @@ impl Registry {
         self.cache.lock().expect("model registry poisoned").remove(lease);
         let server = self.servers.lock().expect("model registry poisoned").remove(lease);
         if let Some(server) = server {
-            tracing::info!("no remaining stage needs the served model under `{lease}`: stopping its server");
+            tracing::info!(target: "engine", "serve {}: no remaining stage needs it", server.name());
             server.stop();
         }
-    }
-
-    /// The servers running now (tests, and people checking a run).
-    pub fn servers(&self) -> Vec<std::sync::Arc<serve::Server>> {
-        self.servers.lock().expect("model registry poisoned").values().cloned().collect()
     }
 }
 

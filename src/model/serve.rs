@@ -198,14 +198,18 @@ pub fn visible_gpus() -> Vec<String> {
 /// never share one.
 static GPUS_TAKEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// Hands `gpus` back for other served models of this run.
+fn release_gpus(gpus: &[String]) {
+    GPUS_TAKEN.lock().expect("gpu list poisoned").retain(|g| !gpus.contains(g));
+}
+
 /// What a model's server is asked to serve.
 #[derive(Clone, Debug)]
 pub struct ServeRequest {
-    /// The spec's model name (for messages and logs; `@stage` for trained
-    /// weights).
+    /// The spec's model name (`@stage` for trained weights): the name the
+    /// server knows the model by (`"model"` in requests), and the name in
+    /// messages and logs.
     pub name: String,
-    /// The name the server knows the model by (`"model"` in requests).
-    pub served_name: String,
     pub dir: PathBuf,
     /// `--dtype` for vLLM (`float32` or `bfloat16`, from the local model's
     /// precision).
@@ -290,7 +294,6 @@ impl Server {
             taken.extend(mine.iter().cloned());
             mine
         };
-        let release_gpus = |gpus: &[String]| GPUS_TAKEN.lock().expect("gpu list poisoned").retain(|g| !gpus.contains(g));
         let ports = match pick_ports(cfg) {
             Ok(p) => p,
             Err(m) => {
@@ -344,13 +347,14 @@ impl Server {
         Ok(server)
     }
 
+    /// The served model's name (`@stage` for trained weights).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The replicas' OpenAI base URLs, in order.
     pub fn urls(&self) -> Vec<String> {
         self.replicas.iter().map(|r| format!("http://127.0.0.1:{}/v1", r.port)).collect()
-    }
-
-    pub fn config(&self) -> &ServeConfig {
-        &self.cfg
     }
 
     /// Why the server cannot answer any more (every replica dead for good),
@@ -463,22 +467,10 @@ impl Server {
         for t in self.threads.lock().expect("server threads poisoned").drain(..) {
             let _ = t.join();
         }
-        GPUS_TAKEN.lock().expect("gpu list poisoned").retain(|g| !self.gpus.contains(g));
+        release_gpus(&self.gpus);
         tracing::info!(target: "engine", "serve {}: stopped", self.name);
     }
 
-    /// Kills replica `i` (SIGKILL to its process group), as a crash would:
-    /// for tests and for people checking that a run survives one.
-    pub fn kill_replica(&self, i: usize) {
-        if let Some(r) = self.replicas.get(i) {
-            r.signal(libc::SIGKILL);
-        }
-    }
-
-    /// Times replica `i` has been restarted.
-    pub fn restarts(&self, i: usize) -> u32 {
-        self.replicas.get(i).map(|r| r.restarts.load(Ordering::SeqCst)).unwrap_or(0)
-    }
 }
 
 impl Drop for Server {
@@ -716,7 +708,7 @@ fn argv(req: &ServeRequest, cfg: &ServeConfig, host: &str, port: u16) -> Vec<Str
                 "--model".into(),
                 dir,
                 "--served-model-name".into(),
-                req.served_name.clone(),
+                req.name.clone(),
                 "--host".into(),
                 host.into(),
                 "--port".into(),
@@ -738,7 +730,7 @@ fn argv(req: &ServeRequest, cfg: &ServeConfig, host: &str, port: u16) -> Vec<Str
             let mut a: Vec<String> = cfg
                 .command
                 .iter()
-                .map(|x| x.replace("{model}", &dir).replace("{name}", &req.served_name).replace("{host}", host).replace("{port}", &port.to_string()))
+                .map(|x| x.replace("{model}", &dir).replace("{name}", &req.name).replace("{host}", host).replace("{port}", &port.to_string()))
                 .collect();
             a.extend(cfg.args.iter().cloned());
             a
@@ -816,7 +808,7 @@ mod tests {
 
     #[test]
     fn vllm_gets_the_model_dtype_and_tensor_parallelism_unless_args_say_otherwise() {
-        let req = ServeRequest { name: "planner@sft".into(), served_name: "planner".into(), dir: "/m".into(), dtype: "float32", seed: 7 };
+        let req = ServeRequest { name: "planner@sft".into(), dir: "/m".into(), dtype: "float32", seed: 7 };
         let mut cfg = ServeConfig {
             engine: "vllm".into(),
             replicas: 1,
@@ -833,7 +825,7 @@ mod tests {
             key: false,
         };
         let line = shell_line(&argv(&req, &cfg, "127.0.0.1", 8000));
-        assert_eq!(line, "py -m vllm.entrypoints.openai.api_server --model /m --served-model-name planner --host 127.0.0.1 --port 8000 --seed 7 --dtype float32 --tensor-parallel-size 2");
+        assert_eq!(line, "py -m vllm.entrypoints.openai.api_server --model /m --served-model-name planner@sft --host 127.0.0.1 --port 8000 --seed 7 --dtype float32 --tensor-parallel-size 2");
         cfg.args = vec!["--dtype=bfloat16".into(), "-tp".into(), "1".into()];
         let line = shell_line(&argv(&req, &cfg, "127.0.0.1", 8000));
         assert!(!line.contains("--dtype float32") && !line.contains("--tensor-parallel-size") && line.ends_with("--dtype=bfloat16 -tp 1"), "{line}");

@@ -26,7 +26,6 @@ impl Served {
         let dir = cfg.path.clone().ok_or_else(|| ModelError::Other(format!("[models.{name}]: a served model needs `path`")))?;
         let req = ServeRequest {
             name: name.to_string(),
-            served_name: name.to_string(),
             dir: std::path::absolute(&dir).unwrap_or(dir),
             dtype: match cfg.precision {
                 Precision::Bf16 => "bfloat16",
@@ -60,10 +59,6 @@ impl Served {
 
     pub fn server(&self) -> Arc<Server> {
         self.server.clone()
-    }
-
-    pub fn client(&self) -> &OpenAiClient {
-        &self.client
     }
 }
 
