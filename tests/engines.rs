@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{engine_python, run_bin, TestContext};
+use common::{engine_python, processes_with, run_bin, wait_empty, TestContext};
 use fake_openai::{FakeOptions, FakeServer};
 use mpo_run::model::local::{LocalModel, LocalModelConfig};
 use mpo_run::model::Message;
@@ -108,20 +108,6 @@ fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
     v
 }
 
-/// Processes whose command line mentions `needle` (the engine's work dir).
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) && !cmd.contains("cargo") {
-                out.push(format!("{}: {cmd}", e.file_name().to_string_lossy()));
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn trl_trains_the_planner_under_torchrun_in_the_dag_and_resumes_after_a_kill() {
     let python = engine_python("MPO_RUN_PYTHON");
@@ -195,11 +181,8 @@ fn trl_trains_the_planner_under_torchrun_in_the_dag_and_resumes_after_a_kill() {
     child.kill().unwrap();
     child.wait().unwrap();
     let needle = train_dir.display().to_string();
-    let start = Instant::now();
-    while !processes_with(&needle).is_empty() && start.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(processes_with(&needle).is_empty(), "the engine died with mpo-run: {:?}", processes_with(&needle));
+    let left = wait_empty(Duration::from_secs(15), || processes_with(&needle));
+    assert!(left.is_empty(), "the engine died with mpo-run: {left:?}");
     let resumed = ctx2.run(&["engines.toml", "--only", "sft", "-v"]);
     let text = String::from_utf8_lossy(&resumed.stderr).to_string() + &String::from_utf8_lossy(&resumed.stdout);
     assert!(resumed.status.success(), "{text}");

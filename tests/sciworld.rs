@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::live_processes;
 use mpo_run::env::sciworld::{self, gold_trajectory, tasks, SciworldEnv, SciworldEnvSpec};
 use mpo_run::env::{Environment, TaskInfo};
 
@@ -25,28 +26,9 @@ fn env(workers: usize) -> Arc<SciworldEnv> {
     sciworld::build(&spec(workers)).unwrap_or_else(|e| panic!("ScienceWorld is not installed: {e}"))
 }
 
-/// Every live (not zombie) process as (pid, parent pid, process group),
-/// from /proc.
-fn live_processes() -> Vec<(i32, i32, i32)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // fields after comm: state ppid pgrp
-        if f.len() < 3 || f[0] == "Z" {
-            continue;
-        }
-        let (Ok(ppid), Ok(pgrp)) = (f[1].parse::<i32>(), f[2].parse::<i32>()) else { continue };
-        out.push((pid, ppid, pgrp));
-    }
-    out
-}
-
 /// Processes whose process group is `pgid`.
 fn group_members(pgid: i32) -> Vec<i32> {
-    live_processes().into_iter().filter(|&(_, _, g)| g == pgid).map(|(pid, _, _)| pid).collect()
+    live_processes().into_iter().filter(|p| p.pgrp == pgid).map(|p| p.pid).collect()
 }
 
 async fn wait_gone(pgids: &[i32]) -> Vec<i32> {
@@ -391,16 +373,15 @@ fn expert_spec(name: &str, tasks: usize) -> String {
 fn bridge_children(parent: i32) -> Vec<i32> {
     live_processes()
         .into_iter()
-        .filter(|&(pid, ppid, _)| {
-            if ppid != parent {
+        .filter(|p| {
+            if p.ppid != parent {
                 return false;
             }
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline);
+            let cmdline = p.cmdline();
             // (not the short-lived `--check` of the installation)
             cmdline.contains("sciworld_bridge") && !cmdline.contains("--check")
         })
-        .map(|(pid, _, _)| pid)
+        .map(|p| p.pid)
         .collect()
 }
 

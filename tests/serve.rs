@@ -17,9 +17,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{engine_python, TestContext};
+use common::{engine_python, processes_in, processes_with, wait_empty, TestContext};
 use mpo_run::store::table::{read_rows, EpisodeRow, PlanRow};
 
 /// The spec; `serve` is the `serve = { … }` of both models, if any.
@@ -89,67 +89,6 @@ fn vllm(python: &str) -> String {
     format!(
         r#"{{ engine = "vllm", gpus_per_replica = 0, python = "{python}", ready_timeout_s = 600, args = ["--no-enable-chunked-prefill", "--gpu-memory-utilization", "0.06"] }}"#
     )
-}
-
-/// Processes whose command line mentions `needle` (this test's dir).
-fn processes_with(needle: &str) -> Vec<(i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) && !cmd.contains("cargo") {
-                out.push((pid, cmd));
-            }
-        }
-    }
-    out
-}
-
-/// Processes in the process groups `groups` (a replica's group holds
-/// children whose command lines name no dir, e.g. multiprocessing's
-/// resource tracker, which ignores SIGTERM).
-fn processes_in(groups: &[i32]) -> Vec<(i32, String)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
-        // pid (comm) state ppid pgrp …: comm may hold spaces, so split after ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        if fields.first() == Some(&"Z") {
-            continue;
-        }
-        if let Some(pgrp) = fields.get(2).and_then(|f| f.parse::<i32>().ok()) {
-            if groups.contains(&pgrp) {
-                let cmd = std::fs::read(e.path().join("cmdline")).map(|c| String::from_utf8_lossy(&c).replace('\0', " ")).unwrap_or_default();
-                out.push((pid, cmd));
-            }
-        }
-    }
-    out
-}
-
-fn wait_gone_groups(groups: &[i32], limit: Duration) -> Vec<(i32, String)> {
-    let start = Instant::now();
-    loop {
-        let left = processes_in(groups);
-        if left.is_empty() || start.elapsed() > limit {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn wait_gone(needle: &str, limit: Duration) -> Vec<(i32, String)> {
-    let start = Instant::now();
-    loop {
-        let left = processes_with(needle);
-        if left.is_empty() || start.elapsed() > limit {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Episodes by (stage, task, insertion, plan, rollout); panics on a
@@ -261,9 +200,9 @@ fn vllm_serves_the_dags_models_like_the_in_process_engine_and_nothing_outlives_i
         manifests.iter().any(|m| m["serving"]["agent"]["prefix_cache_hit_rate"].as_f64().is_some_and(|r| r > 0.5)),
         "multi-turn episodes hit vLLM's prefix cache: {manifests:?}"
     );
-    assert!(wait_gone(&dir, Duration::from_secs(10)).is_empty(), "no server left after the run: {:?}", processes_with(&dir));
+    assert!(wait_empty(Duration::from_secs(10), || processes_with(&dir)).is_empty(), "no server left after the run: {:?}", processes_with(&dir));
     assert!(groups.len() >= 2, "the planner's and the agent's servers were seen: {groups:?}");
-    let left = wait_gone_groups(&groups, Duration::from_secs(10));
+    let left = wait_empty(Duration::from_secs(10), || processes_in(&groups));
     assert!(left.is_empty(), "nothing of the servers' process groups is left: {left:?}");
 
     // 3. SIGKILL of mpo-run while its server runs: the watchdog takes the
@@ -279,9 +218,9 @@ fn vllm_serves_the_dags_models_like_the_in_process_engine_and_nothing_outlives_i
         }
     });
     assert!(text.contains("ready at"), "{text}");
-    let left = wait_gone(&dir, Duration::from_secs(15));
+    let left = wait_empty(Duration::from_secs(15), || processes_with(&dir));
     assert!(left.is_empty(), "no server process outlives a SIGKILLed mpo-run: {left:?}");
-    let left = wait_gone_groups(&groups, Duration::from_secs(15));
+    let left = wait_empty(Duration::from_secs(15), || processes_in(&groups));
     assert!(left.is_empty(), "nothing of the server's process group outlives a SIGKILLed mpo-run (the watchdog kills it): {left:?}");
 }
 
@@ -321,6 +260,6 @@ fn bad_serve_settings_are_clear_errors() {
     let text = run(&format!(r#"{{ engine = "command", command = ["sh", "-c", "sleep 60; true", "{{model}}"], gpus_per_replica = 0, port = {port} }}"#), &[]);
     assert!(text.contains(&format!("port {port} (serve.port = {port}) is in use")), "{text}");
 
-    let left = wait_gone(&dir, Duration::from_secs(10));
+    let left = wait_empty(Duration::from_secs(10), || processes_with(&dir));
     assert!(left.is_empty(), "no server left behind: {left:?}");
 }

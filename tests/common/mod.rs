@@ -153,3 +153,66 @@ pub fn engine_python(var: &str) -> String {
         ),
     }
 }
+
+/// One live (not zombie) process, from /proc.
+#[derive(Clone, Debug)]
+pub struct Proc {
+    pub pid: i32,
+    pub ppid: i32,
+    /// Its process group.
+    pub pgrp: i32,
+}
+
+impl Proc {
+    /// Its command line, arguments joined by spaces ("" once it is gone).
+    pub fn cmdline(&self) -> String {
+        let raw = std::fs::read(format!("/proc/{}/cmdline", self.pid)).unwrap_or_default();
+        String::from_utf8_lossy(&raw).replace('\0', " ").trim_end().to_string()
+    }
+}
+
+/// Every live (not zombie) process.
+pub fn live_processes() -> Vec<Proc> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // pid (comm) state ppid pgrp …: comm may hold spaces and parentheses.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 3 || f[0] == "Z" {
+            continue;
+        }
+        let (Ok(ppid), Ok(pgrp)) = (f[1].parse::<i32>(), f[2].parse::<i32>()) else { continue };
+        out.push(Proc { pid, ppid, pgrp });
+    }
+    out
+}
+
+/// Processes in any of the process groups `groups`, as (pid, command line).
+pub fn processes_in(groups: &[i32]) -> Vec<(i32, String)> {
+    live_processes().into_iter().filter(|p| groups.contains(&p.pgrp)).map(|p| (p.pid, p.cmdline())).collect()
+}
+
+/// Processes whose command line mentions `needle` (a test's own dir), as
+/// (pid, command line); never cargo's.
+pub fn processes_with(needle: &str) -> Vec<(i32, String)> {
+    live_processes()
+        .into_iter()
+        .map(|p| (p.pid, p.cmdline()))
+        .filter(|(_, cmd)| cmd.contains(needle) && !cmd.contains("cargo"))
+        .collect()
+}
+
+/// Polls `left` every 200 ms until it finds nothing or `limit` passes;
+/// returns what it found last.
+pub fn wait_empty<T>(limit: std::time::Duration, left: impl Fn() -> Vec<T>) -> Vec<T> {
+    let start = std::time::Instant::now();
+    loop {
+        let now = left();
+        if now.is_empty() || start.elapsed() > limit {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
