@@ -286,6 +286,12 @@ impl NodeCtx {
     /// whose key is in the journal are reused, the others computed by `f`
     /// and journaled as each finishes. Fails if any item failed, after all
     /// others finished (and were journaled).
+    ///
+    /// An item is computed only under its claim ([`Journal::claim`]): items
+    /// another node (of this process or another one) is computing wait
+    /// until it lets go, then are reused from the journal (or computed here
+    /// if it failed or died). So two nodes that share items never compute
+    /// one twice, even when they run at the same moment.
     pub async fn run_items<T, F, Fut>(
         &self,
         items: Vec<(String, T)>,
@@ -298,9 +304,6 @@ impl NodeCtx {
         Fut: Future<Output = Result<serde_json::Value>> + Send + 'static,
     {
         let journal = self.store.journal(self.journal)?;
-        // Another process may have journaled some of these items since this
-        // one read the journal (it ran another node that shares them).
-        journal.refresh()?;
         let total = items.len();
         let mut values: Vec<Option<serde_json::Value>> = vec![None; total];
         let mut todo = Vec::new();
@@ -313,39 +316,89 @@ impl NodeCtx {
         if let Some(shard) = self.shard {
             todo.retain(|(_, key, _)| in_shard(key, shard));
         }
-        let reused = total - todo.len();
         self.progress.set_length(total as u64);
-        self.progress.set_position(reused as u64);
-        let computed = todo.len();
+        self.progress.set_position((total - todo.len()) as u64);
         let delay = test_item_delay();
         let f = Arc::new(f);
         let sem = Arc::new(Semaphore::new(concurrency.max(1)));
         let failures = Arc::new(AtomicUsize::new(0));
+        let computed = Arc::new(AtomicUsize::new(0));
         let mut set = JoinSet::new();
-        for (i, key, input) in todo {
-            let (f, sem, journal, pb, force) =
-                (f.clone(), sem.clone(), journal.clone(), self.progress.clone(), self.force);
-            let failures = failures.clone();
-            set.spawn(async move {
-                let _permit = sem.acquire_owned().await.expect("semaphore open");
-                if let Some(d) = delay {
-                    tokio::time::sleep(d).await;
+        let mut waiting = todo;
+        let mut polls = 0u32;
+        loop {
+            // Claim what nobody computes now, then look at the journal once
+            // more: an item finished under an earlier claim is reused.
+            let mut claimed = Vec::new();
+            let mut held = Vec::new();
+            for (i, key, input) in waiting {
+                match journal.claim(&key)? {
+                    Some(c) => claimed.push((i, key, input, c)),
+                    None => held.push((i, key, input)),
                 }
-                let out = f(input).await;
-                let out = match out {
-                    Ok(v) if is_transient(&v) => Ok(v),
-                    Ok(v) => {
-                        let rec = if force { journal.record_forced(&key, &v) } else { journal.record(&key, &v) };
-                        rec.map(|_| v)
+            }
+            // Another process may have journaled some of these items since
+            // this one read the journal (it ran another node that shares
+            // them): read what it added after claiming, so nothing finished
+            // under a released claim is missed.
+            journal.refresh()?;
+            for (i, key, input, claim) in claimed {
+                if !self.force {
+                    if let Some(v) = journal.get(&key) {
+                        values[i] = Some(v);
+                        self.progress.inc(1);
+                        continue;
                     }
-                    Err(e) => Err(e),
-                };
-                if out.is_err() {
-                    failures.fetch_add(1, Ordering::Relaxed);
                 }
-                pb.inc(1);
-                (i, out)
-            });
+                let (f, sem, journal, pb, force) =
+                    (f.clone(), sem.clone(), journal.clone(), self.progress.clone(), self.force);
+                let (failures, computed) = (failures.clone(), computed.clone());
+                set.spawn(async move {
+                    let _permit = sem.acquire_owned().await.expect("semaphore open");
+                    if let Some(d) = delay {
+                        tokio::time::sleep(d).await;
+                    }
+                    computed.fetch_add(1, Ordering::Relaxed);
+                    let out = f(input).await;
+                    let out = match out {
+                        Ok(v) if is_transient(&v) => Ok(v),
+                        Ok(v) => {
+                            let rec = if force { journal.record_forced(&key, &v) } else { journal.record(&key, &v) };
+                            rec.map(|_| v)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    // Journaled first, then let go.
+                    drop(claim);
+                    if out.is_err() {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    pb.inc(1);
+                    (i, out)
+                });
+            }
+            // Items another node holds: reused once it journals them.
+            waiting = Vec::new();
+            for (i, key, input) in held {
+                match journal.get(&key) {
+                    Some(v) if !self.force => {
+                        values[i] = Some(v);
+                        self.progress.inc(1);
+                    }
+                    _ => waiting.push((i, key, input)),
+                }
+            }
+            if waiting.is_empty() {
+                break;
+            }
+            if polls == 0 {
+                tracing::info!(
+                    "{} items are being computed by another node or process; waiting to reuse them",
+                    waiting.len()
+                );
+            }
+            polls += 1;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let mut errors = Vec::new();
         while let Some(joined) = set.join_next().await {
@@ -356,6 +409,8 @@ impl NodeCtx {
             }
         }
         journal.sync()?;
+        let computed = computed.load(Ordering::Relaxed);
+        let reused = total - computed;
         if errors.is_empty() && self.shard.is_some() {
             return Err(ShardIncomplete { computed }.into());
         }

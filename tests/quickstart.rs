@@ -202,3 +202,50 @@ fn sigkill_in_three_stages_then_rerun_gives_the_same_results() {
         assert!(a == b, "{table}: rows differ after kills and a rerun");
     }
 }
+
+/// Lines of every item journal, per namespace.
+fn journals(ctx: &TestContext) -> Vec<(String, usize)> {
+    let mut out: Vec<(String, usize)> = std::fs::read_dir(ctx.path("results/items"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let ns = e.file_name().to_string_lossy().into_owned();
+            let n = common::journal_lines(ctx, &ns);
+            (ns, n)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn two_concurrent_runs_on_one_dir_share_the_work_and_match_a_single_run() {
+    let reference = setup();
+    let single = reference.run(&args(&[]));
+    let single_log = String::from_utf8_lossy(&single.stderr).to_string();
+    assert!(single.status.success(), "{single_log}");
+
+    let ctx = setup();
+    let spawn = || ctx.command(&args(&[])).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (la, lb) = (String::from_utf8_lossy(&a.stderr).to_string(), String::from_utf8_lossy(&b.stderr).to_string());
+    assert!(a.status.success(), "first run: {la}");
+    assert!(b.status.success(), "second run: {lb}");
+
+    for table in ["episodes", "plans", "pairs", "train_log"] {
+        let x = rows_without_timing(&reference.path(&format!("results/quickstart/{table}.parquet")));
+        let y = rows_without_timing(&ctx.path(&format!("results/quickstart/{table}.parquet")));
+        assert_eq!(x.len(), y.len(), "{table}: row counts differ from a single run");
+        assert!(x == y, "{table}: rows differ from a single run");
+    }
+    // Each node ran in one of the two processes (the other waited for it
+    // and found it committed) ...
+    let ran = |log: &str| log.matches(": ran in").count();
+    assert_eq!(ran(&la) + ran(&lb), ran(&single_log), "nodes run:\n--- first\n{la}\n--- second\n{lb}");
+    assert!(ran(&la) > 0 && ran(&lb) > 0, "both processes did some of the work:\n{la}\n{lb}");
+    // ... and no item was computed twice, even where two different nodes
+    // share items (evaluation cells whose planners wrote the same plans).
+    assert_eq!(journals(&ctx), journals(&reference), "journal lines per namespace");
+    assert!(std::fs::read_dir(ctx.path("results/tmp")).unwrap().next().is_none(), "both removed their temp dirs");
+}

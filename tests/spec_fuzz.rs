@@ -14,6 +14,11 @@ use mpo_run::spec::{self, LoadOptions};
 use mpo_run::store::Store;
 use proptest::prelude::*;
 
+/// Cases per run: 300 in CI; `SPEC_FUZZ_CASES=N` for a longer hunt.
+fn fuzz_cases() -> u32 {
+    std::env::var("SPEC_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+}
+
 /// Longest message a user error may print.
 const MAX_MESSAGE: usize = 2_000;
 
@@ -211,7 +216,7 @@ fn names_key(message: &str, key: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_specs_plan_or_fail_with_a_short_message_naming_the_key(m in mutation()) {

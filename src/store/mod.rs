@@ -9,6 +9,7 @@
 //!   locks/<stage>/<key>.lock    a node's lock (see below); never removed
 //!   corrupt/<stage>/<key>-…/    artifacts that failed their hashes (kept to look at)
 //!   items/<stage>/*.jsonl       item journals: one line per finished item
+//!   items/<stage>/claims.lock   one byte per item a process is computing
 //!   <experiment>/<table>.parquet  collated results, one row per thing
 //!   <experiment>/index.json     each node's last key, config and inputs (why a
 //!                               node reruns)
@@ -61,11 +62,15 @@
 //!   computes that node, whose inputs are already committed; a task never
 //!   holds a job slot while it waits for a lock. A killed holder's locks
 //!   are released by the kernel.
-//! - Limits: two *different* nodes whose items overlap (`mc_rollouts` and
-//!   `eval` share `episodes`) may still compute a shared item in both
-//!   processes if they run at the very same time (the journal keeps one
-//!   value per key). `mpo-run clean` run beside other runs may remove an
-//!   artifact that a run of another spec is about to read.
+//! - An item is computed by one process at a time, even by two *different*
+//!   nodes that share it (`mc_rollouts` and `eval` share `episodes`): a
+//!   node computes an item only under its claim ([`Journal::claim`]: an
+//!   open-file-description lock on one byte of `items/<stage>/claims.lock`),
+//!   journals it, then lets go; a node that finds an item claimed waits and
+//!   reuses the journaled value (or claims and computes it if the holder
+//!   failed or died).
+//! - Limits: `mpo-run clean` run beside other runs may remove an artifact
+//!   that a run of another spec is about to read.
 //! - `--force STAGE` replaces: the forced node's new artifact is swapped in
 //!   under its lock (old renamed to `.<key>.replaced`, new renamed into
 //!   place, backup removed; [`Store::recover_replaced`] finishes a swap a
@@ -597,6 +602,65 @@ pub struct Journal {
     dir: PathBuf,
     done: Mutex<HashMap<String, serde_json::Value>>,
     segment: Mutex<Option<File>>,
+    claims: Mutex<Claims>,
+}
+
+/// Items this process is computing: the keys (so that two nodes of one
+/// process never compute an item together) and the open `claims.lock`
+/// whose byte ranges stand for them across processes.
+#[derive(Default)]
+struct Claims {
+    file: Option<File>,
+    keys: std::collections::HashSet<String>,
+}
+
+/// The byte of `claims.lock` that stands for an item key.
+fn claim_offset(key: &str) -> i64 {
+    let h = blake3::hash(key.as_bytes());
+    (u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes")) >> 2) as i64
+}
+
+/// An open-file-description lock (`F_OFD_SETLK`) of one byte: owned by the
+/// open file, not the process, released when it is closed (or the process
+/// dies), and never waited for.
+fn ofd_lock(file: &File, offset: i64, lock: bool) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a zeroed `flock` is a valid value of a plain C struct; every
+    // field the call reads is set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = if lock { libc::F_WRLCK } else { libc::F_UNLCK } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = offset as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: the fd is open for as long as `file` lives; `fl` is a valid
+    // `flock` for the duration of the call.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// The claim on one item ([`Journal::claim`]); released on drop.
+pub struct ItemClaim {
+    journal: Arc<Journal>,
+    key: String,
+}
+
+impl Drop for ItemClaim {
+    fn drop(&mut self) {
+        let mut claims = self.journal.claims.lock().expect("claims poisoned");
+        claims.keys.remove(&self.key);
+        if let Some(f) = claims.file.as_ref() {
+            if let Err(e) = ofd_lock(f, claim_offset(&self.key), false) {
+                tracing::warn!("releasing the claim on item `{}`: {e}", self.key);
+            }
+        }
+    }
 }
 
 impl Journal {
@@ -650,7 +714,41 @@ impl Journal {
                 ),
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), done: Mutex::new(done), segment: Mutex::new(None) })
+        Ok(Self { dir: dir.to_path_buf(), done: Mutex::new(done), segment: Mutex::new(None), claims: Mutex::default() })
+    }
+
+    /// Claims item `key` for this process to compute, unless another node
+    /// of this process or another process holds it (`None`: look again
+    /// later; its value will likely be journaled by then). A claim is one
+    /// byte of `claims.lock` in the journal's dir, locked with an
+    /// open-file-description lock: a dead holder's claims go with it. A
+    /// holder journals the item before it lets go, so a process that gets
+    /// a claim and then re-reads the journal ([`Journal::refresh`]) sees
+    /// every value computed under an earlier claim.
+    pub fn claim(self: &Arc<Self>, key: &str) -> Result<Option<ItemClaim>> {
+        let mut claims = self.claims.lock().expect("claims poisoned");
+        if claims.keys.contains(key) {
+            return Ok(None);
+        }
+        if claims.file.is_none() {
+            let path = self.dir.join("claims.lock");
+            let f = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            claims.file = Some(f);
+        }
+        let f = claims.file.as_ref().expect("claims file open");
+        let locked = ofd_lock(f, claim_offset(key), true)
+            .with_context(|| format!("locking item `{key}` in {}", self.dir.join("claims.lock").display()))?;
+        if !locked {
+            return Ok(None);
+        }
+        claims.keys.insert(key.to_string());
+        Ok(Some(ItemClaim { journal: self.clone(), key: key.to_string() }))
     }
 
     /// Adds the items other processes journaled since this journal was
