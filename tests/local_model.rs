@@ -206,6 +206,75 @@ async fn futures_seq(m: &LocalModel, n: usize) -> Vec<Vec<String>> {
     out
 }
 
+/// Three turns of conversation `i` (its own session), the observation after
+/// each reply fixed; returns the replies, and calls `served` after the first
+/// reply and `finished` after the last.
+async fn three_turns(m: &LocalModel, i: usize, served: impl Fn(), finished: impl Fn()) -> Vec<String> {
+    let mut req = conversation(i);
+    req.session = Some(0xC0FFEE + i as u64);
+    let mut texts = Vec::new();
+    for turn in 0..3 {
+        let c = m.chat(&req).await.expect("chat");
+        if turn == 0 {
+            served();
+        }
+        texts.push(c.texts[0].clone());
+        req.messages.push(Message::assistant(c.texts[0].clone()));
+        req.messages.push(Message::user(format!("Observation {turn}: you see a mug {i}.")));
+    }
+    finished();
+    texts
+}
+
+#[test]
+fn older_conversations_go_first_and_mixed_passes_change_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let settings = LocalModelConfig { max_batch: 4, ..Default::default() };
+    let shared = Arc::new(LocalModel::load(&fixture("tiny-qwen2"), settings).expect("load"));
+    let served = Arc::new(AtomicUsize::new(0));
+    let served_at_first_finish = Arc::new(AtomicUsize::new(usize::MAX));
+    let n = 12;
+    let together: Vec<Vec<String>> = rt.block_on(async {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (m, s, f) = (shared.clone(), served.clone(), served_at_first_finish.clone());
+                tokio::spawn(async move {
+                    let s2 = s.clone();
+                    three_turns(&m, i, move || { s.fetch_add(1, Ordering::SeqCst); }, move || {
+                        let _ = f.compare_exchange(usize::MAX, s2.load(Ordering::SeqCst), Ordering::SeqCst, Ordering::SeqCst);
+                    })
+                    .await
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.expect("join"));
+        }
+        out
+    });
+    // All 12 conversations are submitted at once, 4 sequences per pass.
+    // First come, first served, every later turn would queue behind all
+    // first turns: the 12 would advance in lockstep, each served before any
+    // finished. Oldest first, the first conversations finish while others
+    // still wait for their first reply.
+    let first = served_at_first_finish.load(Ordering::SeqCst);
+    eprintln!("{first} of {n} conversations had a reply when the first finished");
+    assert!(first < n, "{first} of {n} conversations had a reply when the first one finished");
+    let alone = LocalModel::load(&fixture("tiny-qwen2"), LocalModelConfig { kv_cache_tokens: 0, max_batch: 1, ..Default::default() })
+        .expect("load");
+    let one_by_one: Vec<Vec<String>> = rt.block_on(async {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.push(three_turns(&alone, i, || {}, || {}).await);
+        }
+        out
+    });
+    assert_eq!(together, one_by_one, "batching, mixed passes and the prefix cache change no reply");
+    assert!(shared.engine_stats().1 > 0, "later turns reused their own cached prompt tokens");
+}
+
 #[test]
 fn kv_reuse_across_turns_changes_nothing() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -366,4 +435,77 @@ fn bf16_precision_stays_close_to_transformers() {
         let out = model.generate(&[(rows[0].clone(), GenParams { max_new_tokens: 8, eos_ids: Some(vec![]), ..Default::default() })]);
         assert_eq!(out[0].tokens.len(), 8, "{name}: bf16 generation");
     }
+}
+
+/// Incremental tokenization of a growing conversation gives exactly the
+/// ids of tokenizing each prompt whole, for every fixture tokenizer (those
+/// that cannot be cut at special tokens always tokenize whole).
+#[test]
+fn incremental_turn_encoding_equals_whole_encoding() {
+    let corpus: Vec<String> = (0..200)
+        .map(|i| format!("You are in the middle of a room. Looking for mug {i}: none here. go to cabinet {}", i % 7))
+        .collect();
+    let init = init_model(
+        &LocalModelConfig {
+            init: Some(InitConfig {
+                layers: 1,
+                hidden: 32,
+                heads: 2,
+                kv_heads: 1,
+                ff: 64,
+                vocab_size: 300,
+                head_dim: None,
+                rope_theta: 10000.0,
+                tie_embeddings: true,
+                tokenizer: "bpe".into(),
+                max_position_embeddings: 2048,
+            }),
+            ..Default::default()
+        },
+        &corpus,
+        1,
+    )
+    .expect("init");
+    let models = [("tiny-qwen2", load("tiny-qwen2")), ("tiny-llama", load("tiny-llama")), ("init bpe", init)];
+    let mut incremental = 0;
+    for (name, m) in &models {
+        let splits = m.tokenizer.splits_at_special_tokens();
+        eprintln!("{name}: incremental = {splits}");
+        incremental += splits as usize;
+        for (session, prefill) in [(1u64, None), (2, Some("Thought: the plan says"))] {
+            let mut messages = vec![Message::system("Interact with a household."), Message::user("Your task is to: put a mug in  the cabinet.\n")];
+            for turn in 0..6 {
+                let whole = m.encode_chat(&messages, true, prefill).expect("whole");
+                let turned = m.encode_turn(&messages, prefill, Some(session)).expect("incremental");
+                assert_eq!(turned, whole, "{name}, turn {turn}, prefill {prefill:?}");
+                // Replies and observations with spaces, newlines, unicode and
+                // text that looks like a template's, at the cut.
+                messages.push(Message::assistant(format!(" Thought: step {turn} — héllo\n\nAction: go to cabinet {turn}")));
+                messages.push(Message::user(format!("<|im_start|> Observation: On the cabinet {turn}, you see nothing.  ")));
+            }
+        }
+    }
+    assert!(incremental >= 2, "the byte-level tokenizers (qwen2, init bpe) are cut at special tokens");
+
+    // Pre-tokenizers not known to treat every piece alike (Llama 2's
+    // Metaspace can prepend its space to a text's first piece only) are
+    // never cut: such a tokenizer always tokenizes whole.
+    let (_, m) = &models[2];
+    let mut tok = m.tokenizer.tokenizer.clone();
+    tok.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::metaspace::Metaspace::new(
+        '▁',
+        tokenizers::pre_tokenizers::metaspace::PrependScheme::First,
+        true,
+    )));
+    let t = &m.tokenizer;
+    let meta = mpo_run::model::local::ChatTokenizer {
+        tokenizer: tok,
+        chat_template: t.chat_template.clone(),
+        bos_token: t.bos_token.clone(),
+        eos_token: t.eos_token.clone(),
+        pad_token: t.pad_token.clone(),
+        unk_token: t.unk_token.clone(),
+        config: t.config.clone(),
+    };
+    assert!(!meta.splits_at_special_tokens());
 }

@@ -2,7 +2,10 @@
 //! sequences from any number of concurrent `chat` callers through a channel,
 //! and runs them through one [`Scheduler`] (shared forward passes, prefix KV
 //! reuse across a conversation's turns), answering each on a oneshot channel.
+//! A request is ranked by the age of its session (the order in which the
+//! engine first saw it), so episodes under way are served before new ones.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use crate::model::ModelError;
 struct Job {
     prompt: Vec<u32>,
     params: GenParams,
+    session: Option<u64>,
     reply: oneshot::Sender<GenOutput>,
 }
 
@@ -34,15 +38,16 @@ impl Engine {
         let (s2, r2) = (steps.clone(), reused.clone());
         let spawned = std::thread::Builder::new().name("mpo-local-engine".into()).spawn(move || {
             let mut sched: Scheduler<oneshot::Sender<GenOutput>> = Scheduler::new(max_batch, cache_tokens);
+            let mut ages = SessionAges::default();
             loop {
                 if sched.is_idle() {
                     match rx.recv() {
-                        Ok(job) => sched.submit(job.reply, job.prompt, job.params),
+                        Ok(job) => sched.submit(job.reply, job.prompt, job.params, ages.rank(job.session)),
                         Err(_) => return, // every sender dropped
                     }
                 }
                 while let Ok(job) = rx.try_recv() {
-                    sched.submit(job.reply, job.prompt, job.params);
+                    sched.submit(job.reply, job.prompt, job.params, ages.rank(job.session));
                 }
                 for (reply, out) in sched.step(&runner, &tok, &eos) {
                     r2.fetch_add(out.reused_tokens as u64, Ordering::Relaxed);
@@ -57,11 +62,12 @@ impl Engine {
         Self { tx, steps, reused }
     }
 
-    /// Queues one sequence; the receiver yields its output.
-    pub fn submit(&self, prompt: Vec<u32>, params: GenParams) -> Result<oneshot::Receiver<GenOutput>, ModelError> {
+    /// Queues one sequence of `session` (a conversation; `None`: a request
+    /// of its own); the receiver yields its output.
+    pub fn submit(&self, prompt: Vec<u32>, params: GenParams, session: Option<u64>) -> Result<oneshot::Receiver<GenOutput>, ModelError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job { prompt, params, reply })
+            .send(Job { prompt, params, session, reply })
             .map_err(|_| ModelError::Other("local model engine is not running".into()))?;
         Ok(rx)
     }
@@ -69,5 +75,48 @@ impl Engine {
     /// (forward passes so far, prompt tokens reused from the prefix cache).
     pub fn stats(&self) -> (u64, u64) {
         (self.steps.load(Ordering::Relaxed), self.reused.load(Ordering::Relaxed))
+    }
+}
+
+/// Ranks of sessions: the order in which the engine first saw each one. A
+/// request without a session is a conversation of its own (a new rank).
+/// Only the most recent sessions are remembered (an episode is short); one
+/// that returns after being forgotten simply ranks as new.
+#[derive(Default)]
+struct SessionAges {
+    first_seen: HashMap<u64, u64>,
+    next: u64,
+}
+
+impl SessionAges {
+    const REMEMBERED: u64 = 1 << 16;
+
+    fn rank(&mut self, session: Option<u64>) -> u64 {
+        self.next += 1;
+        let Some(s) = session else { return self.next };
+        let next = self.next;
+        let rank = *self.first_seen.entry(s).or_insert(next);
+        if self.first_seen.len() as u64 > 2 * Self::REMEMBERED {
+            let cutoff = self.next - Self::REMEMBERED;
+            self.first_seen.retain(|_, &mut r| r > cutoff);
+        }
+        rank
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SessionAges;
+
+    #[test]
+    fn a_session_keeps_the_rank_of_its_first_request() {
+        let mut ages = SessionAges::default();
+        let a = ages.rank(Some(7));
+        let lone = ages.rank(None);
+        let b = ages.rank(Some(9));
+        assert!(a < lone && lone < b);
+        assert_eq!(ages.rank(Some(7)), a, "a later turn of session 7 keeps its age");
+        assert_eq!(ages.rank(Some(9)), b);
+        assert!(ages.rank(None) > b, "a request without a session is new");
     }
 }

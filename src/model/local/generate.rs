@@ -1,11 +1,15 @@
 //! Sampling and the step-synchronous scheduler: per-sequence host RNG
 //! (same seed ⇒ same tokens whatever the batch), temperature / top-k / top-p,
 //! greedy at temperature 0, EOS and stop-string stops, and a [`Scheduler`]
-//! that admits sequences at any step (continuous batching), prefills the new
-//! ones together, decodes the running ones together, and reuses KV caches of
-//! earlier turns through an LRU [`PrefixCache`].
+//! that admits sequences at any step (continuous batching) oldest
+//! conversation first, runs new and running sequences in one pass where the
+//! runner allows it, and reuses KV caches of earlier turns through an LRU
+//! [`PrefixCache`].
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use rayon::prelude::*;
 
 use super::runner::{Runner, SeqKv};
 use super::tokenizer::ChatTokenizer;
@@ -140,13 +144,29 @@ pub fn sample(logits: &[f32], p: &GenParams, rng: &mut Rng) -> u32 {
     idx[idx.len() - 1] as u32
 }
 
-/// LRU cache of KV caches keyed by their token sequence.
+/// LRU cache of KV caches, one entry per conversation (`owner`: the
+/// scheduler's rank of the request, which the engine derives from the
+/// request's session).
+///
+/// A conversation's next turn finds its own entry through the index and
+/// takes it out, truncated to the shared prefix, without copying it (it goes
+/// back, longer, when the turn finishes). A conversation's first turn, which
+/// has no entry of its own, scans the others for the longest shared prefix
+/// (a common system prompt, one-shot example or task) and copies only that
+/// prefix.
 #[derive(Default)]
 pub struct PrefixCache {
-    entries: Vec<(SeqKv, u64)>,
+    entries: HashMap<u64, (SeqKv, u64)>,
+    /// Last use → owner, for LRU eviction.
+    order: BTreeMap<u64, u64>,
+    total: usize,
     clock: u64,
     pub budget_tokens: usize,
     pub hits_tokens: u64,
+}
+
+fn common_prefix(a: &[u32], b: &[u32], limit: usize) -> usize {
+    a.iter().zip(b).take(limit).take_while(|(x, y)| x == y).count()
 }
 
 impl PrefixCache {
@@ -154,43 +174,69 @@ impl PrefixCache {
         Self { budget_tokens, ..Default::default() }
     }
 
-    /// A copy of the cached KV sharing the longest prefix with `tokens`,
-    /// truncated to that prefix (at most `tokens.len() - 1`, so at least one
-    /// token is left to feed).
-    pub fn lookup(&mut self, tokens: &[u32], per_token: usize) -> Option<SeqKv> {
+    /// The cached KV sharing the longest prefix with `tokens`, truncated to
+    /// that prefix (at most `tokens.len() - 1`, so at least one token is
+    /// left to feed): `owner`'s own entry, taken out of the cache, if it
+    /// shares any prefix; else a copy of the best prefix of another entry.
+    pub fn lookup(&mut self, owner: u64, tokens: &[u32], per_token: usize) -> Option<SeqKv> {
         if self.budget_tokens == 0 || tokens.len() < 2 {
             return None;
         }
         let limit = tokens.len() - 1;
-        let mut best: Option<(usize, usize)> = None;
-        for (ei, (kv, _)) in self.entries.iter().enumerate() {
-            let lcp = kv.tokens.iter().zip(tokens).take(limit).take_while(|(a, b)| a == b).count();
-            if lcp > 0 && best.is_none_or(|(_, l)| lcp > l) {
-                best = Some((ei, lcp));
+        if let Some((kv, _)) = self.entries.get(&owner) {
+            let lcp = common_prefix(&kv.tokens, tokens, limit);
+            if lcp > 0 {
+                let (mut kv, used) = self.entries.remove(&owner).expect("entry just seen");
+                self.order.remove(&used);
+                self.total -= kv.len();
+                self.hits_tokens += lcp as u64;
+                kv.truncate(lcp, per_token);
+                return Some(kv);
             }
         }
-        let (ei, lcp) = best?;
-        self.clock += 1;
-        self.entries[ei].1 = self.clock;
+        let (best, lcp) = self
+            .entries
+            .iter()
+            .map(|(&o, (kv, _))| (o, common_prefix(&kv.tokens, tokens, limit)))
+            .filter(|&(_, l)| l > 0)
+            .max_by_key(|&(o, l)| (l, std::cmp::Reverse(o)))?;
+        self.touch(best);
         self.hits_tokens += lcp as u64;
-        let mut kv = self.entries[ei].0.clone();
-        kv.truncate(lcp, per_token);
-        Some(kv)
+        let kv = &self.entries[&best].0;
+        let mut copy = SeqKv { tokens: kv.tokens[..lcp].to_vec(), layers: Vec::with_capacity(kv.layers.len()) };
+        for (k, v) in &kv.layers {
+            copy.layers.push((k[..lcp * per_token].to_vec(), v[..lcp * per_token].to_vec()));
+        }
+        Some(copy)
     }
 
-    pub fn insert(&mut self, kv: SeqKv) {
+    fn touch(&mut self, owner: u64) {
+        self.clock += 1;
+        if let Some((_, used)) = self.entries.get_mut(&owner) {
+            self.order.remove(used);
+            *used = self.clock;
+            self.order.insert(self.clock, owner);
+        }
+    }
+
+    /// Keeps `kv` as `owner`'s entry (replacing an older one), then evicts
+    /// the least recently used entries beyond the budget.
+    pub fn insert(&mut self, owner: u64, kv: SeqKv) {
         if self.budget_tokens == 0 || kv.is_empty() || kv.len() > self.budget_tokens {
             return;
         }
-        // Entries that are a prefix of the new one are superseded.
-        self.entries.retain(|(e, _)| !(e.len() <= kv.len() && kv.tokens[..e.len()] == e.tokens[..]));
         self.clock += 1;
-        self.entries.push((kv, self.clock));
-        let mut total: usize = self.entries.iter().map(|(e, _)| e.len()).sum();
-        while total > self.budget_tokens {
-            let Some(oldest) = self.entries.iter().enumerate().min_by_key(|(_, (_, t))| *t).map(|(i, _)| i) else { break };
-            total -= self.entries[oldest].0.len();
-            self.entries.swap_remove(oldest);
+        self.total += kv.len();
+        self.order.insert(self.clock, owner);
+        if let Some((old, used)) = self.entries.insert(owner, (kv, self.clock)) {
+            self.order.remove(&used);
+            self.total -= old.len();
+        }
+        while self.total > self.budget_tokens {
+            let Some((_, oldest)) = self.order.pop_first() else { break };
+            if let Some((kv, _)) = self.entries.remove(&oldest) {
+                self.total -= kv.len();
+            }
         }
     }
 
@@ -205,6 +251,7 @@ impl PrefixCache {
 /// A sequence in the scheduler.
 struct Active<T> {
     tag: T,
+    rank: u64,
     params: GenParams,
     rng: Rng,
     kv: SeqKv,
@@ -214,9 +261,50 @@ struct Active<T> {
     reused: usize,
 }
 
+/// A sequence waiting for a slot, ordered by rank (then arrival).
+struct Queued<T> {
+    rank: u64,
+    arrival: u64,
+    tag: T,
+    prompt: Vec<u32>,
+    params: GenParams,
+}
+
+impl<T> Queued<T> {
+    fn key(&self) -> (u64, u64) {
+        (self.rank, self.arrival)
+    }
+}
+impl<T> PartialEq for Queued<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl<T> Eq for Queued<T> {}
+impl<T> PartialOrd for Queued<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Queued<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
+}
+
 /// Step-synchronous continuous batching over one [`Runner`].
+///
+/// Waiting sequences are admitted lowest rank first. The engine ranks a
+/// request by the age of its conversation (the first time it saw the
+/// session), so the turns of episodes already under way go before the
+/// first turns of new ones: with more episodes in flight than `max_batch`,
+/// episodes finish one after another (and are journaled as they do)
+/// instead of all advancing in lockstep and finishing together at the end
+/// of a stage, and fewer conversations hold prefix-cache entries at once.
+/// Ranks never change what a sequence generates.
 pub struct Scheduler<T> {
-    queue: VecDeque<(T, Vec<u32>, GenParams)>,
+    queue: BinaryHeap<Reverse<Queued<T>>>,
+    arrivals: u64,
     active: Vec<Active<T>>,
     pub cache: PrefixCache,
     pub max_batch: usize,
@@ -224,10 +312,11 @@ pub struct Scheduler<T> {
     pub max_prefill_tokens: usize,
 }
 
-impl<T> Scheduler<T> {
+impl<T: Send> Scheduler<T> {
     pub fn new(max_batch: usize, cache_tokens: usize) -> Self {
         Self {
-            queue: VecDeque::new(),
+            queue: BinaryHeap::new(),
+            arrivals: 0,
             active: Vec::new(),
             cache: PrefixCache::new(cache_tokens),
             max_batch: max_batch.max(1),
@@ -235,12 +324,59 @@ impl<T> Scheduler<T> {
         }
     }
 
-    pub fn submit(&mut self, tag: T, prompt: Vec<u32>, params: GenParams) {
-        self.queue.push_back((tag, prompt, params));
+    /// Queues a sequence; lower `rank` is admitted first, equal ranks in
+    /// arrival order.
+    pub fn submit(&mut self, tag: T, prompt: Vec<u32>, params: GenParams, rank: u64) {
+        self.arrivals += 1;
+        self.queue.push(Reverse(Queued { rank, arrival: self.arrivals, tag, prompt, params }));
     }
 
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.active.is_empty()
+    }
+
+    /// The active rows (ascending) that the next pass feeds.
+    ///
+    /// On the host-attention path a row's numbers do not depend on the
+    /// other rows of its pass, so running sequences (one token each) and new
+    /// ones (their prompt's uncached rest) share one pass: every running
+    /// row, and new rows in admission order while the pass stays within
+    /// `max_prefill_tokens` new tokens (always at least one). The padded
+    /// path pads every row to the longest, so there new rows go first in a
+    /// pass of their own, bounded by `max_prefill_tokens` padded tokens,
+    /// and running rows decode together otherwise.
+    fn pick_rows(&self, mixed: bool) -> Vec<usize> {
+        let prefill: Vec<usize> = (0..self.active.len()).filter(|&i| self.active[i].pending.len() > 1).collect();
+        if prefill.is_empty() {
+            return (0..self.active.len()).collect();
+        }
+        let mut chosen = Vec::new();
+        if mixed {
+            let mut tokens = self.active.len() - prefill.len();
+            let mut taken = 0;
+            for &i in &prefill {
+                let n = self.active[i].pending.len();
+                if taken > 0 && tokens + n > self.max_prefill_tokens {
+                    break;
+                }
+                tokens += n;
+                taken += 1;
+                chosen.push(i);
+            }
+            chosen.extend((0..self.active.len()).filter(|&i| self.active[i].pending.len() == 1));
+            chosen.sort_unstable();
+            return chosen;
+        }
+        let mut longest = 0;
+        for &i in &prefill {
+            let l = longest.max(self.active[i].pending.len() + self.active[i].kv.len());
+            if !chosen.is_empty() && l * (chosen.len() + 1) > self.max_prefill_tokens {
+                break;
+            }
+            longest = l;
+            chosen.push(i);
+        }
+        chosen
     }
 
     /// Admits queued sequences, runs one prefill pass (new sequences) or one
@@ -249,8 +385,8 @@ impl<T> Scheduler<T> {
         let per_token = runner.arch.num_key_value_heads * runner.arch.head_dim;
         let n_layers = runner.arch.num_hidden_layers;
         while self.active.len() < self.max_batch {
-            let Some((tag, prompt, params)) = self.queue.pop_front() else { break };
-            let mut kv = self.cache.lookup(&prompt, per_token).unwrap_or_else(|| SeqKv::new(n_layers));
+            let Some(Reverse(Queued { tag, prompt, params, rank, .. })) = self.queue.pop() else { break };
+            let mut kv = self.cache.lookup(rank, &prompt, per_token).unwrap_or_else(|| SeqKv::new(n_layers));
             let reused = kv.len();
             if kv.layers.len() != n_layers {
                 kv = SeqKv::new(n_layers);
@@ -260,29 +396,12 @@ impl<T> Scheduler<T> {
                 pending = vec![0];
             }
             let rng = Rng::new(params.seed);
-            self.active.push(Active { tag, params, rng, kv, pending, generated: Vec::new(), reused });
+            self.active.push(Active { tag, rank, params, rng, kv, pending, generated: Vec::new(), reused });
         }
         if self.active.is_empty() {
             return Vec::new();
         }
-        // Prefill rows (more than one pending token) go first, in one pass
-        // bounded by max_prefill_tokens; otherwise every row decodes.
-        let prefill: Vec<usize> = (0..self.active.len()).filter(|&i| self.active[i].pending.len() > 1).collect();
-        let rows: Vec<usize> = if prefill.is_empty() {
-            (0..self.active.len()).collect()
-        } else {
-            let mut chosen = Vec::new();
-            let mut longest = 0;
-            for &i in &prefill {
-                let l = longest.max(self.active[i].pending.len() + self.active[i].kv.len());
-                if !chosen.is_empty() && l * (chosen.len() + 1) > self.max_prefill_tokens {
-                    break;
-                }
-                longest = l;
-                chosen.push(i);
-            }
-            chosen
-        };
+        let rows = self.pick_rows(runner.host_decode);
         let logits = {
             let mut refs: Vec<&mut Active<T>> = Vec::with_capacity(rows.len());
             let mut wanted = rows.iter().peekable();
@@ -297,36 +416,43 @@ impl<T> Scheduler<T> {
             let mut kvs: Vec<&mut SeqKv> = refs.into_iter().map(|a| &mut a.kv).collect();
             runner.step(&mut kvs, &new_refs)
         };
-        let mut done = Vec::new();
-        for (&i, row_logits) in rows.iter().zip(logits.iter()) {
-            let a = &mut self.active[i];
-            let t = sample(row_logits, &a.params, &mut a.rng);
-            a.generated.push(t);
-            let stop_ids = a.params.eos_ids.as_deref().unwrap_or(eos);
-            let mut finish = None;
-            let mut text = None;
-            if stop_ids.contains(&t) {
-                finish = Some(Finish::Stop);
-            } else if !a.params.stop.is_empty() {
-                let s = tok.decode(&a.generated);
-                if let Some(cut) = a.params.stop.iter().filter_map(|st| s.find(st.as_str())).min() {
-                    text = Some(s[..cut].to_string());
+        // Sampling (and stop-string checks) per row, rows in parallel: each
+        // row has its own RNG, so the tokens do not depend on the order.
+        let mut picked: Vec<(usize, &mut Active<T>)> = self.active.iter_mut().enumerate().filter(|(i, _)| rows.binary_search(i).is_ok()).collect();
+        let verdicts: Vec<(usize, Option<Finish>, Option<String>)> = picked
+            .par_iter_mut()
+            .zip(logits.par_iter())
+            .map(|((i, a), row_logits)| {
+                let t = sample(row_logits, &a.params, &mut a.rng);
+                a.generated.push(t);
+                let stop_ids = a.params.eos_ids.as_deref().unwrap_or(eos);
+                let mut finish = None;
+                let mut text = None;
+                if stop_ids.contains(&t) {
                     finish = Some(Finish::Stop);
+                } else if !a.params.stop.is_empty() {
+                    let s = tok.decode(&a.generated);
+                    if let Some(cut) = a.params.stop.iter().filter_map(|st| s.find(st.as_str())).min() {
+                        text = Some(s[..cut].to_string());
+                        finish = Some(Finish::Stop);
+                    }
                 }
-            }
-            if finish.is_none() && a.generated.len() >= a.params.max_new_tokens {
-                finish = Some(Finish::Length);
-            }
-            match finish {
-                Some(f) => done.push((i, f, text)),
-                None => a.pending = vec![t],
-            }
-        }
+                if finish.is_none() && a.generated.len() >= a.params.max_new_tokens {
+                    finish = Some(Finish::Length);
+                }
+                if finish.is_none() {
+                    a.pending = vec![t];
+                }
+                (*i, finish, text)
+            })
+            .collect();
+        drop(picked);
+        let done: Vec<(usize, Finish, Option<String>)> = verdicts.into_iter().filter_map(|(i, f, text)| f.map(|f| (i, f, text))).collect();
         let mut out = Vec::new();
         for (i, f, text) in done.into_iter().rev() {
             let a = self.active.swap_remove(i);
             let text = text.unwrap_or_else(|| tok.decode(&a.generated));
-            self.cache.insert(a.kv);
+            self.cache.insert(a.rank, a.kv);
             out.push((a.tag, GenOutput { tokens: a.generated, text, finish: f, reused_tokens: a.reused }));
         }
         out

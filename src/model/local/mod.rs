@@ -201,6 +201,7 @@ pub struct LocalModel {
     /// Stop ids: config/generation_config EOS and the tokenizer's EOS.
     pub eos_ids: Vec<u32>,
     engine: OnceLock<engine::Engine>,
+    encoder: tokenizer::IncrementalEncoder,
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
@@ -258,7 +259,9 @@ impl LocalModel {
         }
         eos_ids.sort_unstable();
         eos_ids.dedup();
+        let encoder = tokenizer::IncrementalEncoder::new(&tokenizer);
         Self {
+            encoder,
             runner: Runner::new(lm, arch, device),
             tokenizer: Arc::new(tokenizer),
             settings,
@@ -301,6 +304,18 @@ impl LocalModel {
         self.tokenizer.encode(&text).map_err(LocalError)
     }
 
+    /// [`Self::encode_chat`] for the next prompt of a conversation: only
+    /// what follows the part it shares with the session's last prompt is
+    /// tokenized, where that gives the same ids (see
+    /// [`tokenizer::IncrementalEncoder`]).
+    pub fn encode_turn(&self, messages: &[Message], prefill: Option<&str>, session: Option<u64>) -> Result<Vec<u32>> {
+        let mut text = self.tokenizer.render(messages, true).map_err(LocalError)?;
+        if let Some(p) = prefill {
+            text.push_str(p);
+        }
+        self.encoder.encode(&self.tokenizer, session, text).map_err(LocalError)
+    }
+
     /// Logits `[batch, seq, vocab]` for `input_ids` (causal, positions from 0).
     pub fn forward_logits(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
         self.runner.forward_logits(input_ids)
@@ -316,7 +331,7 @@ impl LocalModel {
     pub fn generate(&self, prompts: &[(Vec<u32>, GenParams)]) -> Vec<GenOutput> {
         let mut sched: Scheduler<usize> = Scheduler::new(prompts.len().max(1), 0);
         for (i, (p, params)) in prompts.iter().enumerate() {
-            sched.submit(i, p.clone(), params.clone());
+            sched.submit(i, p.clone(), params.clone(), i as u64);
         }
         let mut out: Vec<Option<GenOutput>> = vec![None; prompts.len()];
         while !sched.is_idle() {
@@ -438,12 +453,12 @@ impl ChatModel for LocalModel {
     async fn chat(&self, request: &ChatRequest) -> std::result::Result<Completion, ModelError> {
         let start = std::time::Instant::now();
         let prompt = self
-            .encode_chat(&request.messages, true, request.prefill.as_deref())
+            .encode_turn(&request.messages, request.prefill.as_deref(), request.session)
             .map_err(|e| ModelError::Other(e.to_string()))?;
         let n = request.params.n.max(1);
         let mut waits = Vec::with_capacity(n as usize);
         for i in 0..n {
-            waits.push(self.engine().submit(prompt.clone(), self.gen_params(request, i))?);
+            waits.push(self.engine().submit(prompt.clone(), self.gen_params(request, i), request.session)?);
         }
         let mut texts = Vec::new();
         let mut finish_reasons = Vec::new();

@@ -5,6 +5,8 @@
 //! or word-level tokenizer with a ChatML template for `init` models.
 
 use std::path::Path;
+use std::sync::Mutex;
+use std::collections::HashMap;
 
 use minijinja::{Environment, Error as JinjaError, ErrorKind};
 use serde_json::{json, Value};
@@ -116,6 +118,44 @@ impl ChatTokenizer {
             .map_err(|e| format!("tokenizing: {e}"))
     }
 
+    /// Whether a text can be tokenized in pieces cut right after special
+    /// tokens (ids of the whole = ids of the pieces joined): true when the
+    /// tokenizers crate treats every piece between added tokens alike —
+    /// byte-level, whitespace, digit, punctuation or regex-split
+    /// pre-tokenizers and per-character normalizers, and added tokens that
+    /// strip nothing around them. False for anything else (e.g. Llama 2's
+    /// Metaspace, which prepends its space to the first piece only), which
+    /// then is always tokenized whole.
+    pub fn splits_at_special_tokens(&self) -> bool {
+        let Ok(text) = self.tokenizer.to_string(false) else { return false };
+        let Ok(v) = serde_json::from_str::<Value>(&text) else { return false };
+        fn kinds_ok(v: &Value, ok: &[&str]) -> bool {
+            match v {
+                Value::Null => true,
+                Value::Object(o) => match o.get("type").and_then(Value::as_str) {
+                    Some("Sequence") => ["pretokenizers", "normalizers"]
+                        .iter()
+                        .filter_map(|k| o.get(*k).and_then(Value::as_array))
+                        .flatten()
+                        .all(|x| kinds_ok(x, ok)),
+                    Some(t) => ok.contains(&t),
+                    None => false,
+                },
+                _ => false,
+            }
+        }
+        let pre = ["ByteLevel", "Whitespace", "WhitespaceSplit", "Digits", "Punctuation", "Split"];
+        let norm = ["NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Replace"];
+        let added: Vec<&Value> = v["added_tokens"].as_array().map(|l| l.iter().collect()).unwrap_or_default();
+        let plain_added =
+            added.iter().all(|t| !t["lstrip"].as_bool().unwrap_or(false) && !t["rstrip"].as_bool().unwrap_or(false));
+        // A cut after a special token holds only if no longer added token
+        // could match across it.
+        let contents: Vec<&str> = added.iter().filter_map(|t| t["content"].as_str()).collect();
+        let prefix_free = contents.iter().all(|a| contents.iter().all(|b| a == b || !b.starts_with(a)));
+        kinds_ok(&v["pre_tokenizer"], &pre) && kinds_ok(&v["normalizer"], &norm) && plain_added && prefix_free
+    }
+
     /// Text of `ids`, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, true).unwrap_or_default()
@@ -225,5 +265,91 @@ impl ChatTokenizer {
             unk_token: if kind == "word_level" { Some("<unk>".into()) } else { None },
             config,
         })
+    }
+}
+
+/// A conversation's last prompt, tokenized: its text, ids and cut points
+/// (the byte offset after each special token, and the ids before it).
+struct Encoded {
+    text: String,
+    ids: Vec<u32>,
+    cuts: Vec<(usize, usize)>,
+    used: u64,
+}
+
+/// Tokenizes a growing conversation incrementally: the next prompt of a
+/// session shares its start with the last one, so only the text after the
+/// last special token they share is tokenized; the ids before it are the
+/// last prompt's. Exact for tokenizers that split at special tokens
+/// ([`ChatTokenizer::splits_at_special_tokens`]); others tokenize whole.
+pub struct IncrementalEncoder {
+    enabled: bool,
+    special: std::collections::HashSet<u32>,
+    sessions: Mutex<(HashMap<u64, Encoded>, u64)>,
+}
+
+impl IncrementalEncoder {
+    /// Sessions remembered (the least recently used go first).
+    const SESSIONS: usize = 4096;
+
+    pub fn new(tok: &ChatTokenizer) -> Self {
+        let special = tok.tokenizer.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
+        Self { enabled: tok.splits_at_special_tokens(), special, sessions: Mutex::new((HashMap::new(), 0)) }
+    }
+
+    /// Ids of `text` with the cut points after each special token:
+    /// `(byte offset in text, ids before it)`.
+    fn encode_with_cuts(&self, tok: &ChatTokenizer, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>), String> {
+        let enc = tok.tokenizer.encode(text, false).map_err(|e| format!("tokenizing: {e}"))?;
+        let ids = enc.get_ids();
+        let cuts = enc
+            .get_offsets()
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| self.special.contains(&ids[j]))
+            .map(|(j, &(_, end))| (end, j + 1))
+            .collect();
+        Ok((ids.to_vec(), cuts))
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Ids of `text`, the next prompt of `session`.
+    pub fn encode(&self, tok: &ChatTokenizer, session: Option<u64>, text: String) -> Result<Vec<u32>, String> {
+        let Some(session) = session.filter(|_| self.enabled) else { return tok.encode(&text) };
+        let prev = self.sessions.lock().expect("encoder poisoned").0.remove(&session);
+        let (ids, cuts) = match prev {
+            Some(p) => {
+                let shared = p.text.bytes().zip(text.bytes()).take_while(|(a, b)| a == b).count();
+                match p.cuts.iter().rposition(|&(end, _)| end <= shared) {
+                    Some(c) => {
+                        let (end, n) = p.cuts[c];
+                        let (rest, rest_cuts) = self.encode_with_cuts(tok, &text[end..])?;
+                        let mut ids = p.ids;
+                        ids.truncate(n);
+                        ids.extend(rest);
+                        let mut cuts = p.cuts;
+                        cuts.truncate(c + 1);
+                        cuts.extend(rest_cuts.into_iter().map(|(e, k)| (end + e, n + k)));
+                        (ids, cuts)
+                    }
+                    None => self.encode_with_cuts(tok, &text)?,
+                }
+            }
+            None => self.encode_with_cuts(tok, &text)?,
+        };
+        let mut guard = self.sessions.lock().expect("encoder poisoned");
+        let (map, clock) = &mut *guard;
+        *clock += 1;
+        if map.len() >= Self::SESSIONS {
+            let mut ages: Vec<u64> = map.values().map(|e| e.used).collect();
+            ages.sort_unstable();
+            let cutoff = ages[ages.len() / 2];
+            map.retain(|_, e| e.used > cutoff);
+        }
+        map.insert(session, Encoded { text, ids: ids.clone(), cuts, used: *clock });
+        Ok(ids)
     }
 }
