@@ -38,6 +38,7 @@ BENCHES = [
     ("openai_client", "OpenAI client against an in-process instant server: calls/s and added latency"),
     ("report", "`mpo-run report` on synthetic results (about 1M episodes in full mode)"),
     ("local_model", "local models on the CPU: prefill/decode tokens/s, multi-turn chat"),
+    ("vs_torch", "local inference beside PyTorch/transformers: the quickstart agent's shape, same ids, interleaved A/B, 2 threads each"),
     ("train", "SFT and DPO training tokens/s on the CPU"),
     ("affinity", "two replicas with modelled prefix caches: least-outstanding routing vs episode affinity, one run"),
     ("engines", "one planner SFT job through burn (in-process) and TRL (torchrun), same hyper-parameters, one run"),
