@@ -261,21 +261,11 @@ impl Runner {
                     // The row's cache now ends with its new tokens; its new
                     // query j sees the past and the new tokens up to itself.
                     let past = k.len() / per_tok - counts[i];
+                    // Head r's new queries start at qh[q.at + r·q.stride].
+                    let q = Strided { at: (g * rep * total + offsets[i] + j0) * hd, stride: total * hd };
+                    let keys = Keys { k, v, len: past + j1, per_tok, at: g * hd };
                     let mut o = vec![0f32; rep * (j1 - j0) * hd];
-                    if j1 - j0 >= GEMM_QUERIES {
-                        let q = Strided { at: (g * rep * total + offsets[i] + j0) * hd, stride: total * hd };
-                        let keys = Keys { k, v, len: past + j1, per_tok, at: g * hd };
-                        attend_block(&qh, q, &keys, rep, j1 - j0, hd, scratch, &mut o);
-                        return o;
-                    }
-                    for j in j0..j1 {
-                        // Head r's query at qh[q + r·total·hd]; its output
-                        // at o[(r·n + j − j0)·hd].
-                        let q = Strided { at: (g * rep * total + offsets[i] + j) * hd, stride: total * hd };
-                        let out = Strided { at: (j - j0) * hd, stride: (j1 - j0) * hd };
-                        let keys = Keys { k, v, len: past + j + 1, per_tok, at: g * hd };
-                        attend(&qh, q, &keys, rep, hd, scratch, &mut o, out);
-                    }
+                    attend_task(&qh, q, &keys, rep, j1 - j0, hd, scratch, &mut o);
                     o
                 })
                 .collect();
@@ -306,35 +296,56 @@ const QUERY_BLOCK: usize = 32;
 /// kernels; fewer (decode) through [`attend`].
 const GEMM_QUERIES: usize = 4;
 
-/// Causal attention of a block of `nq` consecutive new queries of one row,
-/// for the `heads` query heads sharing one kv head, as two matrix products
-/// per head: `S = Q Kᵀ` over the block's keys (the last query's
-/// `keys.len`; query `j` sees the first `len − nq + j + 1`), softmax, then
-/// `O = P V`. Head `r`'s queries start at `q.at + r·q.stride` (one row of
-/// `hd` each); its outputs go to `os[r·nq·hd..]`.
+/// Causal attention of one task: `nq` consecutive new queries of one row
+/// (the last of them sees `keys.len` tokens, query `j` the first
+/// `len − nq + j + 1`) for the `heads` query heads sharing one kv head. Head
+/// `r`'s queries are rows of `hd` from `q.at + r·q.stride` in `qs`; its
+/// outputs go to `os[r·nq·hd..]`. Blocks of [`GEMM_QUERIES`] or more
+/// (prefill) run as matrix products ([`attend_block`]), fewer (decode) query
+/// by query ([`attend_one`]). Dispatched once per task to an AVX2 + FMA
+/// build where the CPU has them. `scratch` holds scores across calls.
 #[allow(clippy::too_many_arguments)]
-fn attend_block(qs: &[f32], q: Strided, keys: &Keys, heads: usize, nq: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32]) {
+fn attend_task(qs: &[f32], q: Strided, keys: &Keys, heads: usize, nq: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { attend_block_avx2(qs, q, keys, heads, nq, hd, scratch, os) };
+            unsafe { attend_task_avx2(qs, q, keys, heads, nq, hd, scratch, os) };
             return;
         }
     }
-    attend_block_generic(qs, q, keys, heads, nq, hd, scratch, os);
+    attend_task_generic(qs, q, keys, heads, nq, hd, scratch, os);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn attend_block_avx2(qs: &[f32], q: Strided, keys: &Keys, heads: usize, nq: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32]) {
-    attend_block_generic(qs, q, keys, heads, nq, hd, scratch, os)
+unsafe fn attend_task_avx2(qs: &[f32], q: Strided, keys: &Keys, heads: usize, nq: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32]) {
+    attend_task_generic(qs, q, keys, heads, nq, hd, scratch, os)
 }
 
+/// [`attend_task`]'s body, compiled for the base target and (inlined into
+/// [`attend_task_avx2`]) for AVX2 + FMA.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_block_generic(qs: &[f32], q: Strided, keys: &Keys, heads: usize, nq: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32]) {
+fn attend_task_generic(qs: &[f32], q: Strided, keys: &Keys, heads: usize, nq: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32]) {
+    if nq >= GEMM_QUERIES {
+        return attend_block(qs, q, keys, heads, nq, hd, scratch, os);
+    }
+    let past = keys.len - nq;
+    for j in 0..nq {
+        let qj = Strided { at: q.at + j * hd, stride: q.stride };
+        let out = Strided { at: j * hd, stride: nq * hd };
+        let kj = Keys { len: past + j + 1, ..*keys };
+        attend_one(qs, qj, &kj, heads, hd, scratch, os, out);
+    }
+}
+
+/// Prefill: per head, `S = Q Kᵀ` over the block's keys, a causal softmax,
+/// then `O = P V`, with `gemm`'s kernels.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_block(qs: &[f32], q: Strided, keys: &Keys, heads: usize, nq: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32]) {
     let Keys { k, v, len, per_tok, at } = *keys;
     let scale = 1.0 / (hd as f32).sqrt();
     let past = len - nq;
@@ -398,35 +409,13 @@ struct Keys<'a> {
     at: usize,
 }
 
-/// Softmax attention of the `heads` query heads that share one kv head
-/// (`q` in `qs`) over `keys`, written to `out` in `os`. `scratch` holds the
-/// scores and is reused across calls: no allocation per query.
-#[allow(clippy::too_many_arguments)]
-fn attend(qs: &[f32], q: Strided, keys: &Keys, heads: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32], out: Strided) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            unsafe { attend_avx2(qs, q, keys, heads, hd, scratch, os, out) };
-            return;
-        }
-    }
-    attend_generic(qs, q, keys, heads, hd, scratch, os, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(qs: &[f32], q: Strided, keys: &Keys, heads: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32], out: Strided) {
-    attend_generic(qs, q, keys, heads, hd, scratch, os, out)
-}
-
-/// The kernel, compiled for the base target and (inlined into
-/// [`attend_avx2`]) for AVX2 + FMA; common head sizes get a version whose
-/// query and output stay in registers.
+/// Decode: softmax attention of one query of the `heads` query heads that
+/// share one kv head (`q` in `qs`) over `keys`, written to `out` in `os`;
+/// common head sizes get a version whose query and output stay in
+/// registers. No allocation per query.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_generic(qs: &[f32], q: Strided, keys: &Keys, heads: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32], out: Strided) {
+fn attend_one(qs: &[f32], q: Strided, keys: &Keys, heads: usize, hd: usize, scratch: &mut Vec<f32>, os: &mut [f32], out: Strided) {
     match hd {
         16 => attend_fixed::<16>(qs, q, keys, heads, scratch, os, out),
         32 => attend_fixed::<32>(qs, q, keys, heads, scratch, os, out),
