@@ -393,7 +393,8 @@ impl NodeCtx {
             }
             if polls == 0 {
                 tracing::info!(
-                    "{} items are being computed by another node or process; waiting to reuse them",
+                    "`{}`: {} of its items are being computed by another node or process; waiting to reuse them",
+                    self.label,
                     waiting.len()
                 );
             }
