@@ -458,3 +458,51 @@ impl<T: Send> Scheduler<T> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{PrefixCache, SeqKv};
+
+    /// A one-layer cache of `tokens` whose keys/values are the token ids
+    /// (one float per token).
+    fn kv(tokens: &[u32]) -> SeqKv {
+        let vals: Vec<f32> = tokens.iter().map(|&t| t as f32).collect();
+        SeqKv { tokens: tokens.to_vec(), layers: vec![(vals.clone(), vals)] }
+    }
+
+    #[test]
+    fn a_turn_takes_its_own_entry_and_a_first_turn_copies_a_shared_prefix() {
+        let mut c = PrefixCache::new(100);
+        c.insert(1, kv(&[1, 2, 3, 4]));
+        // Another conversation sharing the first two tokens: a copy of them.
+        let other = c.lookup(2, &[1, 2, 9, 9], 1).expect("shared prefix");
+        assert_eq!(other.tokens, vec![1, 2]);
+        assert_eq!(other.layers[0].0, vec![1.0, 2.0]);
+        assert_eq!(c.len(), 1, "the owner's entry stays");
+        // Its own next turn: the entry, taken out, cut to what is shared.
+        let own = c.lookup(1, &[1, 2, 3, 4, 5, 6], 1).expect("own entry");
+        assert_eq!(own.tokens, vec![1, 2, 3, 4]);
+        assert!(c.is_empty(), "taken, not copied");
+        assert_eq!(c.hits_tokens, 6);
+        // At least one token is always left to feed.
+        c.insert(1, kv(&[1, 2, 3]));
+        assert_eq!(c.lookup(1, &[1, 2, 3], 1).expect("own").tokens, vec![1, 2]);
+    }
+
+    #[test]
+    fn the_least_recently_used_entries_go_beyond_the_budget() {
+        let mut c = PrefixCache::new(7);
+        c.insert(1, kv(&[1, 1, 1]));
+        c.insert(2, kv(&[2, 2, 2]));
+        // Conversation 1 is used (a copy for conversation 3), so 2 is older.
+        assert!(c.lookup(3, &[1, 1, 5], 1).is_some());
+        c.insert(4, kv(&[4, 4, 4]));
+        assert_eq!(c.len(), 2);
+        assert!(c.lookup(5, &[2, 2, 9], 1).is_none(), "conversation 2 was evicted");
+        assert!(c.lookup(5, &[1, 1, 9], 1).is_some());
+        // A newer entry of a conversation replaces its older one.
+        c.insert(4, kv(&[4, 4, 4, 4]));
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.lookup(4, &[4, 4, 4, 4, 0], 1).expect("own").tokens.len(), 4);
+    }
+}
