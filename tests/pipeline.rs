@@ -278,7 +278,12 @@ fn a_corrupt_artifact_and_an_edited_journal_line_are_recomputed() {
     std::fs::write(&victim, bytes).unwrap();
 
     let journal_dir = ctx.path("results/items/expert");
-    let segment = std::fs::read_dir(&journal_dir).unwrap().next().unwrap().unwrap().path();
+    // The journal's segment (beside it: `claims.lock`, the items' claims).
+    let segment = std::fs::read_dir(&journal_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .expect("a journal segment");
     let text = std::fs::read_to_string(&segment).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
     let at = lines[0].find("\"value\"").unwrap();
