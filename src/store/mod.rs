@@ -77,7 +77,8 @@
 //!   crash interrupted), so the artifact agrees with the journal's forced
 //!   records, and a corrupt artifact is repaired.
 //! - Needs one POSIX filesystem shared by every process, with working
-//!   `flock(2)` and atomic `rename(2)`: a local disk, or a cluster
+//!   `flock(2)`, `fcntl(2)` byte-range locks (the item claims) and atomic
+//!   `rename(2)`: a local disk, or a cluster
 //!   filesystem that supports both (Lustre, GPFS, BeeGFS with flock
 //!   enabled). On NFS, Linux emulates `flock` with byte-range locks (NFSv4
 //!   or v3 with lockd): it works if every client mounts without `nolock`
