@@ -299,19 +299,16 @@ fn kv_reuse_across_turns_changes_nothing() {
     assert_eq!(without.engine_stats().1, 0);
 }
 
-#[test]
-fn init_model_trains_tokenizer_saves_and_reloads() {
-    let corpus: Vec<String> = (0..200)
-        .map(|i| format!("Your task is to: put a clean mug {i} in coffeemachine. Thought: I need to find the mug first."))
-        .collect();
-    let cfg = LocalModelConfig {
+/// An `init` model of this shape with a byte-level BPE tokenizer.
+fn bpe_init(layers: usize, hidden: usize, heads: usize, kv_heads: usize, ff: usize, vocab_size: usize) -> LocalModelConfig {
+    LocalModelConfig {
         init: Some(InitConfig {
-            layers: 2,
-            hidden: 64,
-            heads: 4,
-            kv_heads: 2,
-            ff: 128,
-            vocab_size: 400,
+            layers,
+            hidden,
+            heads,
+            kv_heads,
+            ff,
+            vocab_size,
             head_dim: None,
             rope_theta: 10000.0,
             tie_embeddings: true,
@@ -319,7 +316,15 @@ fn init_model_trains_tokenizer_saves_and_reloads() {
             max_position_embeddings: 2048,
         }),
         ..Default::default()
-    };
+    }
+}
+
+#[test]
+fn init_model_trains_tokenizer_saves_and_reloads() {
+    let corpus: Vec<String> = (0..200)
+        .map(|i| format!("Your task is to: put a clean mug {i} in coffeemachine. Thought: I need to find the mug first."))
+        .collect();
+    let cfg = bpe_init(2, 64, 4, 2, 128, 400);
     cfg.validate().expect("valid");
     let a = init_model(&cfg, &corpus, 3).expect("init");
     let b = init_model(&cfg, &corpus, 3).expect("init again");
@@ -445,27 +450,7 @@ fn incremental_turn_encoding_equals_whole_encoding() {
     let corpus: Vec<String> = (0..200)
         .map(|i| format!("You are in the middle of a room. Looking for mug {i}: none here. go to cabinet {}", i % 7))
         .collect();
-    let init = init_model(
-        &LocalModelConfig {
-            init: Some(InitConfig {
-                layers: 1,
-                hidden: 32,
-                heads: 2,
-                kv_heads: 1,
-                ff: 64,
-                vocab_size: 300,
-                head_dim: None,
-                rope_theta: 10000.0,
-                tie_embeddings: true,
-                tokenizer: "bpe".into(),
-                max_position_embeddings: 2048,
-            }),
-            ..Default::default()
-        },
-        &corpus,
-        1,
-    )
-    .expect("init");
+    let init = init_model(&bpe_init(1, 32, 2, 1, 64, 300), &corpus, 1).expect("init");
     let models = [("tiny-qwen2", load("tiny-qwen2")), ("tiny-llama", load("tiny-llama")), ("init bpe", init)];
     let mut incremental = 0;
     for (name, m) in &models {

@@ -379,8 +379,9 @@ impl<T: Send> Scheduler<T> {
         chosen
     }
 
-    /// Admits queued sequences, runs one prefill pass (new sequences) or one
-    /// decode pass (running ones), samples, and returns the finished ones.
+    /// Admits queued sequences (lowest rank first), runs one pass over the
+    /// rows [`Self::pick_rows`] chooses, samples, and returns the finished
+    /// ones.
     pub fn step(&mut self, runner: &Runner, tok: &ChatTokenizer, eos: &[u32]) -> Vec<(T, GenOutput)> {
         let per_token = runner.arch.num_key_value_heads * runner.arch.head_dim;
         let n_layers = runner.arch.num_hidden_layers;

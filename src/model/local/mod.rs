@@ -297,11 +297,17 @@ impl LocalModel {
     /// Chat-template token ids of `messages` (plus a trailing assistant
     /// prefill, if any).
     pub fn encode_chat(&self, messages: &[Message], add_generation_prompt: bool, prefill: Option<&str>) -> Result<Vec<u32>> {
+        let text = self.prompt_text(messages, add_generation_prompt, prefill)?;
+        self.tokenizer.encode(&text).map_err(LocalError)
+    }
+
+    /// The chat template's text of `messages`, then the prefill.
+    fn prompt_text(&self, messages: &[Message], add_generation_prompt: bool, prefill: Option<&str>) -> Result<String> {
         let mut text = self.tokenizer.render(messages, add_generation_prompt).map_err(LocalError)?;
         if let Some(p) = prefill {
             text.push_str(p);
         }
-        self.tokenizer.encode(&text).map_err(LocalError)
+        Ok(text)
     }
 
     /// [`Self::encode_chat`] for the next prompt of a conversation: only
@@ -309,10 +315,7 @@ impl LocalModel {
     /// tokenized, where that gives the same ids (see
     /// [`tokenizer::IncrementalEncoder`]).
     pub fn encode_turn(&self, messages: &[Message], prefill: Option<&str>, session: Option<u64>) -> Result<Vec<u32>> {
-        let mut text = self.tokenizer.render(messages, true).map_err(LocalError)?;
-        if let Some(p) = prefill {
-            text.push_str(p);
-        }
+        let text = self.prompt_text(messages, true, prefill)?;
         self.encoder.encode(&self.tokenizer, session, text).map_err(LocalError)
     }
 

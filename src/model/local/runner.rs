@@ -293,7 +293,8 @@ impl Runner {
 const QUERY_BLOCK: usize = 32;
 
 /// Blocks of at least this many queries (prefill) go through matrix
-/// kernels; fewer (decode) through [`attend`].
+/// kernels ([`attend_block`]); fewer (decode) query by query
+/// ([`attend_one`]).
 const GEMM_QUERIES: usize = 4;
 
 /// Causal attention of one task: `nq` consecutive new queries of one row

@@ -4,9 +4,9 @@
 //! methods, `raise_exception`, `tojson`), and training a small byte-level BPE
 //! or word-level tokenizer with a ChatML template for `init` models.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
-use std::collections::HashMap;
 
 use minijinja::{Environment, Error as JinjaError, ErrorKind};
 use serde_json::{json, Value};
@@ -127,8 +127,6 @@ impl ChatTokenizer {
     /// Metaspace, which prepends its space to the first piece only), which
     /// then is always tokenized whole.
     pub fn splits_at_special_tokens(&self) -> bool {
-        let Ok(text) = self.tokenizer.to_string(false) else { return false };
-        let Ok(v) = serde_json::from_str::<Value>(&text) else { return false };
         fn kinds_ok(v: &Value, ok: &[&str]) -> bool {
             match v {
                 Value::Null => true,
@@ -144,16 +142,23 @@ impl ChatTokenizer {
                 _ => false,
             }
         }
+        // Only the pre-tokenizer's and normalizer's settings are looked at
+        // (serialising the whole tokenizer would write out its vocabulary).
+        let (Ok(pre_tokenizer), Ok(normalizer)) = (
+            serde_json::to_value(self.tokenizer.get_pre_tokenizer()),
+            serde_json::to_value(self.tokenizer.get_normalizer()),
+        ) else {
+            return false;
+        };
         let pre = ["ByteLevel", "Whitespace", "WhitespaceSplit", "Digits", "Punctuation", "Split"];
         let norm = ["NFC", "NFD", "NFKC", "NFKD", "Lowercase", "StripAccents", "Replace"];
-        let added: Vec<&Value> = v["added_tokens"].as_array().map(|l| l.iter().collect()).unwrap_or_default();
-        let plain_added =
-            added.iter().all(|t| !t["lstrip"].as_bool().unwrap_or(false) && !t["rstrip"].as_bool().unwrap_or(false));
+        let added = self.tokenizer.get_added_tokens_decoder();
+        let plain_added = added.values().all(|t| !t.lstrip && !t.rstrip);
         // A cut after a special token holds only if no longer added token
         // could match across it.
-        let contents: Vec<&str> = added.iter().filter_map(|t| t["content"].as_str()).collect();
-        let prefix_free = contents.iter().all(|a| contents.iter().all(|b| a == b || !b.starts_with(a)));
-        kinds_ok(&v["pre_tokenizer"], &pre) && kinds_ok(&v["normalizer"], &norm) && plain_added && prefix_free
+        let prefix_free =
+            added.values().all(|a| added.values().all(|b| a.content == b.content || !b.content.starts_with(&a.content)));
+        kinds_ok(&pre_tokenizer, &pre) && kinds_ok(&normalizer, &norm) && plain_added && prefix_free
     }
 
     /// Text of `ids`, special tokens skipped.
@@ -284,7 +289,7 @@ struct Encoded {
 /// ([`ChatTokenizer::splits_at_special_tokens`]); others tokenize whole.
 pub struct IncrementalEncoder {
     enabled: bool,
-    special: std::collections::HashSet<u32>,
+    special: HashSet<u32>,
     sessions: Mutex<(HashMap<u64, Encoded>, u64)>,
 }
 
@@ -310,10 +315,6 @@ impl IncrementalEncoder {
             .map(|(j, &(_, end))| (end, j + 1))
             .collect();
         Ok((ids.to_vec(), cuts))
-    }
-
-    pub fn enabled(&self) -> bool {
-        self.enabled
     }
 
     /// Ids of `text`, the next prompt of `session`.
