@@ -521,3 +521,58 @@ proptest! {
         prop_assert_eq!(o1, o2);
     }
 }
+
+/// The informed follower goes where its plan says first and otherwise
+/// searches like the expert: a misleading plan costs it steps, a good one
+/// costs none against playing without a plan, and without a plan it
+/// succeeds as the expert does.
+#[test]
+fn the_informed_follower_does_what_its_plan_says() {
+    use mpo_run::env::builtin::informed_follower_trajectory;
+    for split in [Split::Seen, Split::Unseen] {
+        let mut acc = [(0.0, 0.0); 3];
+        for i in 0..split.size() {
+            let g = Game::new(split, i);
+            let plans = [Some(plan_for(&g, PlanQuality::Good)), None, Some(plan_for(&g, PlanQuality::Misleading))];
+            for (k, p) in plans.iter().enumerate() {
+                let t = informed_follower_trajectory(&g, p.as_deref(), DEFAULT_MAX_STEPS);
+                acc[k].0 += t.turns.len() as f64;
+                acc[k].1 += t.reward;
+            }
+        }
+        let n = split.size() as f64;
+        let [good, none, bad] = acc.map(|(s, w)| (s / n, w / n));
+        println!("{split:>6}: informed follower, mean steps / success: good {good:?}, none {none:?}, misleading {bad:?}");
+        assert!(good.0 <= none.0 + 0.5 && none.0 + 3.0 < bad.0, "{split}: steps {good:?} {none:?} {bad:?}");
+        assert!(none.1 > 0.95 && good.1 > 0.95 && bad.1 < none.1, "{split}: success {good:?} {none:?} {bad:?}");
+    }
+}
+
+/// The rule judge (Figure 6 on the built-in world) prefers the world's good
+/// plan to its misleading one on correctness and overall, never prefers the
+/// misleading one on followability, and marks a plan that names this room's
+/// instances as less standard.
+#[test]
+fn the_rule_judge_prefers_good_plans_to_misleading_ones() {
+    use mpo_run::mpo::judge::{rule::verdicts, Verdict};
+    let mut follow_wins = 0;
+    for i in 0..40 {
+        let g = Game::new(Split::Seen, i);
+        let (good, bad) = (plan_for(&g, PlanQuality::Good), plan_for(&g, PlanQuality::Misleading));
+        let v = verdicts(&g, &good, &bad, DEFAULT_MAX_STEPS);
+        let dims: Vec<&str> = v.iter().map(|x| x.0).collect();
+        assert_eq!(dims, ["correctness", "followability", "standardization", "overall"]);
+        assert_eq!(v[0].1, Verdict::Mpo, "task {i}: {good}\nvs\n{bad}\n{:?}", v[0]);
+        assert_ne!(v[1].1, Verdict::Sft, "task {i}: {:?}", v[1]);
+        follow_wins += (v[1].1 == Verdict::Mpo) as usize;
+        assert_eq!(v[2].1, Verdict::Tie, "both rendered alike: {:?}", v[2]);
+        assert_eq!(v[3].1, Verdict::Mpo, "{:?}", v[3]);
+        // The same plan on both sides: ties everywhere.
+        assert!(verdicts(&g, &good, &good, DEFAULT_MAX_STEPS).iter().all(|x| x.1 == Verdict::Tie));
+    }
+    assert!(follow_wins >= 20, "a misleading plan costs the follower steps: {follow_wins}/40");
+    let checks = mpo_run::env::builtin::rules::standardization("Step 1: Go to cabinet 4.\nStep 2: Take the mug.");
+    assert_eq!(checks, vec![("numbered steps", true), ("abstract", false)]);
+    let checks = mpo_run::env::builtin::rules::standardization("Go to the cabinets.\nStep 2: Take the mug.");
+    assert_eq!(checks, vec![("numbered steps", false), ("abstract", true)]);
+}

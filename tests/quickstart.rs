@@ -106,8 +106,15 @@ fn reduced_quickstart_runs_every_stage_with_the_implied_row_counts() {
         ("rft", 1),
         ("baseline", 2),
         ("test_plans", 3 * 2),
-        ("eval", 2 * (1 + 3 * 2)),
-        ("follower", 2 * 4),
+        // The premise check's rule plans: good and misleading per split.
+        ("rule_plans", 2 * 2),
+        // Per split: none; sft/rft/mpo at two positions; good/misleading
+        // at the instruction only.
+        ("eval", 2 * (1 + 3 * 2 + 2)),
+        // Per split: every planner variant and none; and the sampled train
+        // plans once (the Monte Carlo signal check).
+        ("follower", 2 * 6 + 1),
+        ("judge", 2),
     ] {
         assert_eq!(count(stage), n, "`{stage}` artifacts");
     }
@@ -119,7 +126,11 @@ fn reduced_quickstart_runs_every_stage_with_the_implied_row_counts() {
     assert_eq!(rows("baseline", "episodes.parquet"), vec![3 * 2, 3 * 2]);
     assert!(rows("test_plans", "plans.parquet").iter().all(|&n| n == 3));
     assert!(rows("eval", "episodes.parquet").iter().all(|&n| n == 3));
-    assert!(rows("follower", "episodes.parquet").iter().all(|&n| n == 3), "one scripted episode per task");
+    let mut follower = rows("follower", "episodes.parquet");
+    follower.sort();
+    assert_eq!(follower, [vec![3; 12], vec![6 * 2]].concat(), "one scripted episode per test task, and per sampled plan");
+    assert!(rows("rule_plans", "plans.parquet").iter().all(|&n| n == 3));
+    assert_eq!(rows("judge", "judge.parquet"), vec![3 * 4, 3 * 4], "the rule judge: tasks × dimensions");
     assert_eq!(rows("sft", "train_log.parquet"), vec![24u64.div_ceil(8)], "24 seed plans, batch 8, 1 epoch");
     // Whole episodes and single turns: more examples than episodes, so
     // more optimizer steps than 24 episodes in batches of 4 would take.
@@ -131,6 +142,10 @@ fn reduced_quickstart_runs_every_stage_with_the_implied_row_counts() {
         // #26: a loss curve per training stage (`rft` and `dpo` train only
         // when the reduced run finds pairs), and Figure 3's error bars.
         "## Training", "training_agent_sft", "training_sft", "error bars: 95% intervals",
+        // #25: the premise checks before any claim, the rule judge named
+        // as such in Figure 6, and the link to Figure 5's spec.
+        "## Premise checks", "### 1. Plan sensitivity", "### 2. Monte Carlo signal", "### 3. Planner drift under DPO",
+        "judge `rule`: a rule judge, not a model", "figure5-quickstart",
     ] {
         assert!(index.contains(name), "the report links {name}:\n{index}");
     }

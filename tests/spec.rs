@@ -50,6 +50,13 @@ fn error_tracking_thoughts_outside_the_builtin_world() {
     insta::assert_snapshot!(bad("thoughts_value"));
 }
 
+/// Rule plans, plan variety in the demonstrations and the rule judge are
+/// refused where they mean nothing, each naming its key and value.
+#[test]
+fn error_premise_keys_out_of_place() {
+    insta::assert_snapshot!(bad("plan_premise"));
+}
+
 #[test]
 fn error_unknown_env_kind() {
     insta::assert_snapshot!(bad("unknown_kind"));

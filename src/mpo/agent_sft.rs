@@ -54,6 +54,13 @@ pub struct AgentSftWork {
     /// Each turn also as an example of its own.
     #[serde(default)]
     pub single_turns: bool,
+    /// Follower demonstrations also show the flawed seed plans.
+    #[serde(default)]
+    pub flawed_plans: bool,
+    /// Share of planned follower demonstrations shown the world's
+    /// misleading plan.
+    #[serde(default)]
+    pub misleading_share: f64,
     /// The `expert` artifact.
     pub expert: Slot,
     /// The `seed_plans` artifact (when `plan_share > 0`).
@@ -78,6 +85,12 @@ impl Stage for AgentSftWork {
         });
         if self.single_turns {
             c["single_turns"] = true.into();
+        }
+        if self.flawed_plans {
+            c["flawed_plans"] = true.into();
+        }
+        if self.misleading_share > 0.0 {
+            c["misleading_share"] = self.misleading_share.into();
         }
         // The prompt set's content where its name does not pin it (a
         // directory, or a revised embedded set).
@@ -144,7 +157,7 @@ async fn run(w: &AgentSftWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
     let seeds: HashMap<String, String> = match w.seed_input {
         Some(slot) => super::seed_plans::read_seed_set(ctx.input(slot)?)?
             .into_iter()
-            .filter(|s| s.failure.is_none())
+            .filter(|s| w.flawed_plans || s.failure.is_none())
             .map(|s| (s.task_id, s.plan))
             .collect(),
         None => HashMap::new(),
@@ -158,11 +171,19 @@ async fn run(w: &AgentSftWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
         let Some(info) = infos.get(&t.task_id) else { continue };
         let with_plan = w.plan_share > 0.0
             && (super::common::derive_seed(w.seed, &[NAME, &t.task_id]) as f64 / (u64::MAX >> 1) as f64) < w.plan_share;
-        let plan = if with_plan { seeds.get(&t.task_id).map(String::as_str) } else { None };
-        let demo = if w.demonstrations == "follower" {
+        let mut plan = if with_plan { seeds.get(&t.task_id).cloned() } else { None };
+        let demo = if w.demonstrations == "follower" || w.demonstrations == "informed_follower" {
             let game = crate::env::builtin::Game::from_task_id(&t.task_id)
                 .ok_or_else(|| anyhow!("agent_sft: `follower` demonstrations need the built-in world (task `{}`)", t.task_id))?;
-            crate::env::builtin::follower_trajectory(&game, plan, max_steps).into()
+            let draw = super::common::derive_seed(w.seed, &[NAME, "misleading", &t.task_id]) as f64 / (u64::MAX >> 1) as f64;
+            if plan.is_some() && draw < w.misleading_share {
+                plan = Some(crate::env::builtin::plan_for(&game, crate::env::builtin::PlanQuality::Misleading));
+            }
+            if w.demonstrations == "follower" {
+                crate::env::builtin::follower_trajectory(&game, plan.as_deref(), max_steps).into()
+            } else {
+                crate::env::builtin::informed_follower_trajectory(&game, plan.as_deref(), max_steps).into()
+            }
         } else {
             t.clone()
         };
@@ -179,7 +200,7 @@ async fn run(w: &AgentSftWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
             }
         }
         kept += 1;
-        let messages = agent_conversation(&prompts, &info.icl_key, &demo, plan, w.insertion, w.thoughts != crate::spec::Thoughts::Off)?;
+        let messages = agent_conversation(&prompts, &info.icl_key, &demo, plan.as_deref(), w.insertion, w.thoughts != crate::spec::Thoughts::Off)?;
         // Each episode, then its turns as examples of their own.
         let turns = if w.single_turns { single_turns(&messages) } else { Vec::new() };
         conversations.push(messages);

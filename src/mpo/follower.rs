@@ -5,7 +5,12 @@
 //! the appliance it names, and searches blindly otherwise
 //! ([`crate::env::builtin::follow_plan_on`]); it is deterministic.
 //!
-//! - In: the variant's `test_plans` (none for `none`).
+//! With `sampled`, it plays every plan `sample_plans` drew for the train
+//! tasks instead (planner `sampled`, `plan_id` = `task#sample` as in
+//! `mc_rollouts`): the plans' true quality, against which the report checks
+//! the Monte Carlo scores (the second premise check).
+//!
+//! - In: the variant's `test_plans` (none for `none`), or `sample_plans`.
 //! - Out: `episodes.parquet` (stage `follower`, agent `follower`, planner
 //!   the variant, insertion `instruction`, or `none` without a plan).
 //! - Key: env identity, split, task count, the plans' key (by input).
@@ -32,8 +37,12 @@ pub struct FollowerWork {
     pub split: String,
     pub tasks: Option<usize>,
     pub planner: PlannerVariant,
-    /// The `test_plans` artifact it plays (none for the `none` variant).
+    /// The `test_plans` artifact it plays (none for the `none` variant),
+    /// or the `sample_plans` one with `sampled`.
     pub plans: Option<Slot>,
+    /// `plans` is a `sample_plans` artifact: every sampled plan is played.
+    #[serde(default)]
+    pub sampled: bool,
 }
 
 impl FollowerWork {
@@ -41,15 +50,38 @@ impl FollowerWork {
         serde_json::json!({
             "env": self.env.identity(),
             "env_name": self.env_name, "split": self.split, "tasks": self.tasks,
-            "planner": super::test_plans::variant_name(self.planner),
+            "planner": if self.sampled { "sampled" } else { super::test_plans::variant_name(self.planner) },
         })
     }
+}
+
+/// The follower with every sampled plan (see the module doc).
+fn run_sampled(w: &FollowerWork, ctx: &NodeCtx, max_steps: u32) -> Result<Vec<EpisodeRow>> {
+    let plans = super::sample_plans::read_plans(ctx.input(w.plans.ok_or_else(|| anyhow!("follower: no sampled plans input"))?)?)?;
+    let mut rows = Vec::new();
+    for p in &plans {
+        let Some(game) = Game::from_task_id(&p.task.task_id) else { bail!("unknown task `{}`", p.task.task_id) };
+        let out = follow_plan_on(&game, Some(&p.text), max_steps);
+        rows.push(EpisodeRow {
+            planner: "sampled".into(),
+            insertion: "instruction".into(),
+            plan_id: Some(format!("{}#{}", p.task.task_id, p.sample)),
+            plan: Some(p.text.clone()),
+            ..super::baseline::scripted_row(NAME, &w.env_name, &p.task.split, (&p.task.task_id, &p.task.task_type), NAME, out.reward, out.steps)
+        });
+    }
+    Ok(rows)
 }
 
 pub async fn run(w: &FollowerWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
     let EnvSpec::Builtin(b) = &w.env else {
         bail!("the scripted plan follower needs the built-in world");
     };
+    if w.sampled {
+        let rows = run_sampled(w, ctx, b.max_steps)?;
+        let n = table::write_rows(&writer.path("episodes.parquet"), EPISODES, &rows)?;
+        return Ok(StageOutput::new(0, rows.len()).table("episodes", n));
+    }
     let tasks = w.env.tasks(&w.split, w.tasks)?;
     let plans = match w.planner {
         PlannerVariant::None => None,

@@ -518,3 +518,144 @@ pub mod stage {
         Ok(StageOutput::new(results.reused, results.computed).table("judge", n).file("replies.jsonl", replies.len()))
     }
 }
+
+/// The rule judge (`[judge] kind = "rule"`, built-in world): the paper's
+/// four dimensions from the world's ground truth instead of a model —
+/// *correctness* counts the checks of
+/// [`crate::env::builtin::rules::correctness`] each plan passes,
+/// *followability* is the scripted plan follower's outcome with it
+/// (success, then fewer steps), *standardization* counts
+/// [`crate::env::builtin::rules::standardization`]'s checks, and *overall*
+/// is the plan that wins more of those three. Deterministic; no position
+/// to randomise (`mpo_first` is false, `attempts` 0, `judge` = `rule`).
+pub mod rule {
+    use std::cmp::Ordering;
+    use std::path::PathBuf;
+
+    use anyhow::{anyhow, bail, Result};
+    use async_trait::async_trait;
+    use serde::{Deserialize, Serialize};
+
+    use super::{Verdict, DIMENSIONS};
+    use crate::env::builtin::{follow_plan_on, rules, Game};
+    use crate::mpo::test_plans::read_plans;
+    use crate::spec::EnvSpec;
+    use crate::stage::{Items, NodeCtx, Slot, Stage, StageOutput};
+    use crate::store::table::{self, JudgeRow, JUDGE};
+    use crate::store::ArtifactWriter;
+
+    pub const NAME: &str = "judge";
+    pub const VERSION: u32 = 1;
+    /// The `judge` column of its rows.
+    pub const JUDGE_ID: &str = "rule";
+
+    fn verdict(o: Ordering) -> Verdict {
+        match o {
+            Ordering::Greater => Verdict::Mpo,
+            Ordering::Less => Verdict::Sft,
+            Ordering::Equal => Verdict::Tie,
+        }
+    }
+
+    fn failed(checks: &[rules::Check]) -> String {
+        let f: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
+        if f.is_empty() {
+            "all passed".into()
+        } else {
+            format!("failed: {}", f.join(", "))
+        }
+    }
+
+    /// The four verdicts (dimension, verdict, reason) of one task's MPO and
+    /// SFT plans.
+    pub fn verdicts(game: &Game, mpo: &str, sft: &str, max_steps: u32) -> Vec<(&'static str, Verdict, String)> {
+        let passed = |c: &[rules::Check]| c.iter().filter(|x| x.1).count();
+        let (cm, cs) = (rules::correctness(game, mpo), rules::correctness(game, sft));
+        let (sm, ss) = (rules::standardization(mpo), rules::standardization(sft));
+        let (fm, fs) = (follow_plan_on(game, Some(mpo), max_steps), follow_plan_on(game, Some(sft), max_steps));
+        let follow_key = |r: &crate::env::builtin::EpisodeSummary| (r.reward > 0.0, std::cmp::Reverse(r.steps));
+        let outcome = |r: &crate::env::builtin::EpisodeSummary| {
+            if r.reward > 0.0 {
+                format!("succeeds in {} steps", r.steps)
+            } else {
+                format!("fails after {} steps", r.steps)
+            }
+        };
+        let c = verdict(passed(&cm).cmp(&passed(&cs)));
+        let f = verdict(follow_key(&fm).cmp(&follow_key(&fs)));
+        let s = verdict(passed(&sm).cmp(&passed(&ss)));
+        let score = |v: Verdict| match v {
+            Verdict::Mpo => 1i32,
+            Verdict::Sft => -1,
+            Verdict::Tie => 0,
+        };
+        let total = score(c) + score(f) + score(s);
+        let dims = [
+            (c, format!("MPO {}/{} ({}); SFT {}/{} ({})", passed(&cm), cm.len(), failed(&cm), passed(&cs), cs.len(), failed(&cs))),
+            (f, format!("the follower with MPO's plan {}, with SFT's {}", outcome(&fm), outcome(&fs))),
+            (s, format!("MPO {}/{} ({}); SFT {}/{} ({})", passed(&sm), sm.len(), failed(&sm), passed(&ss), ss.len(), failed(&ss))),
+            (verdict(total.cmp(&0)), format!("MPO wins {} and SFT wins {} of the three dimensions", [c, f, s].iter().filter(|v| **v == Verdict::Mpo).count(), [c, f, s].iter().filter(|v| **v == Verdict::Sft).count())),
+        ];
+        DIMENSIONS.iter().zip(dims).map(|(d, (v, r))| (*d, v, r)).collect()
+    }
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    pub struct RuleJudgeWork {
+        pub env_name: String,
+        pub env: EnvSpec,
+        pub split: String,
+        pub tasks: Option<usize>,
+        /// The `test_plans` artifacts of the MPO and the SFT planner.
+        pub mpo: Slot,
+        pub sft: Slot,
+    }
+
+    async fn run(w: &RuleJudgeWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+        let EnvSpec::Builtin(b) = &w.env else { bail!("the rule judge needs the built-in world") };
+        let mpo = read_plans(ctx.input(w.mpo)?)?;
+        let sft = read_plans(ctx.input(w.sft)?)?;
+        let mut rows = Vec::new();
+        let tasks = w.env.tasks(&w.split, w.tasks)?;
+        for t in &tasks {
+            let (Some(m), Some(s)) = (mpo.get(&t.task_id), sft.get(&t.task_id)) else {
+                bail!("task `{}` lacks an mpo or sft test plan", t.task_id);
+            };
+            let game = Game::from_task_id(&t.task_id).ok_or_else(|| anyhow!("unknown task `{}`", t.task_id))?;
+            for (dimension, v, reason) in verdicts(&game, m, s, b.max_steps) {
+                rows.push(JudgeRow {
+                    task_id: t.task_id.clone(),
+                    dimension: dimension.into(),
+                    verdict: v.as_str().into(),
+                    reason,
+                    mpo_first: false,
+                    judge: JUDGE_ID.into(),
+                    attempts: 0,
+                });
+            }
+        }
+        let n = table::write_rows(&writer.path("judge.parquet"), JUDGE, &rows)?;
+        Ok(StageOutput::new(0, tasks.len()).table("judge", n))
+    }
+
+    #[async_trait]
+    impl Stage for RuleJudgeWork {
+        fn name(&self) -> &'static str {
+            NAME
+        }
+        fn version(&self) -> u32 {
+            VERSION
+        }
+        fn config(&self) -> serde_json::Value {
+            serde_json::json!({
+                "judge": JUDGE_ID, "env": self.env.identity(), "env_name": self.env_name,
+                "split": self.split, "tasks": self.tasks,
+            })
+        }
+        fn items(&self, _inputs: &[Option<PathBuf>]) -> Result<Items> {
+            Ok(Items::Whole("one job (the rule judge)"))
+        }
+        async fn run(&self, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result<StageOutput> {
+            run(self, ctx, writer).await
+        }
+    }
+}

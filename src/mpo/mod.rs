@@ -40,6 +40,7 @@ pub mod mc_rollouts;
 pub mod models;
 pub mod pairs;
 pub mod rft;
+pub mod rule_plans;
 pub mod sample_plans;
 pub mod seed_plans;
 pub mod sft;
@@ -221,6 +222,8 @@ impl<'a> Builder<'a> {
                     thoughts: a.thoughts,
                     demonstrations: a.demonstrations.clone(),
                     single_turns: a.single_turns,
+                    flawed_plans: a.flawed_plans,
+                    misleading_share: a.misleading_share,
                     expert,
                     seed_input,
                 };
@@ -387,6 +390,14 @@ fn mpo_loop(b: &mut Builder, p: &mut Planner) -> Result<()> {
         plans,
     };
     let scored = b.push(format!("{}[{env_name}/{explorer}]", mc_rollouts::NAME), inputs, w);
+    if env.has_scripted_players() {
+        // The sampled plans' true quality, for the report's check of the
+        // Monte Carlo scores.
+        let mut inputs = Vec::new();
+        let plans = Some(sampled.input(&mut inputs));
+        let w = follower::FollowerWork { env_name: env_name.clone(), env: env.clone(), split: "train".into(), tasks: None, planner: PlannerVariant::Sft, plans, sampled: true };
+        b.push(format!("{}[sampled/{env_name}/train]", follower::NAME), inputs, w);
+    }
     let mut inputs = Vec::new();
     let w = pairs::PairsWork { env_name: env_name.clone(), prompts: prompts.clone(), family: env.family().name().into(), scored: scored.input(&mut inputs) };
     let pairs_node = b.push(format!("{}[{env_name}]", pairs::NAME), inputs, w);
@@ -437,34 +448,42 @@ fn evaluation(b: &mut Builder, planner: Option<&Planner>) -> Result<TestPlanNode
                 };
                 b.push(format!("{}[random/{env_name}/{split}]", baseline::NAME), vec![], w);
             }
+            let ablation = ev.ablation_tasks.map(|k| tasks.map_or(k, |t| t.min(k))).or(tasks);
             for variant in &ev.planners {
+                let tasks = if *variant == PlannerVariant::Rft { ablation } else { tasks };
                 let plans_node = match variant {
                     PlannerVariant::None => None,
+                    PlannerVariant::Good | PlannerVariant::Misleading => {
+                        let w = rule_plans::RulePlansWork { variant: *variant, env_name: env_name.clone(), env: env.clone(), split: split.clone(), tasks };
+                        Some(b.push(format!("{}[{}/{env_name}/{split}]", rule_plans::NAME, test_plans::variant_name(*variant)), vec![], w).index)
+                    }
                     v => {
                         let h = test_plans_node(b, planner, *v, env_name, env, split, tasks)?;
                         test_plan_nodes.insert((env_name.clone(), split.clone(), *v), h);
-                        Some(h)
+                        Some(h.index)
                     }
                 };
                 if ev.follower && env.has_scripted_players() {
                     let mut inputs = Vec::new();
-                    let plans = plans_node.map(|h| h.input(&mut inputs));
-                    let w = follower::FollowerWork { env_name: env_name.clone(), env: env.clone(), split: split.clone(), tasks, planner: *variant, plans };
+                    let plans = plans_node.map(|i| Slot::push(&mut inputs, i));
+                    let w = follower::FollowerWork { env_name: env_name.clone(), env: env.clone(), split: split.clone(), tasks, planner: *variant, plans, sampled: false };
                     let label = format!("{}[{}/{env_name}/{split}]", follower::NAME, test_plans::variant_name(*variant));
                     b.push(label, inputs, w);
                 }
-                let insertions: Vec<Insertion> = if plans_node.is_none() { vec![Insertion::Instruction] } else { ev.insertion.clone() };
+                // Rule plans are the premise check's probe: the instruction only.
+                let probe = plans_node.is_none() || rule_plans::quality(*variant).is_some();
+                let insertions: Vec<Insertion> = if probe { vec![Insertion::Instruction] } else { ev.insertion.clone() };
                 for insertion in insertions {
                     for agent in &ev.agents {
                         let mut inputs = Vec::new();
-                        let plans = plans_node.map(|h| h.input(&mut inputs));
+                        let plans = plans_node.map(|i| Slot::push(&mut inputs, i));
                         let agent_ref = b.use_model(agent, &mut inputs)?;
                         let w = eval::EvalWork {
                             agent: agent_ref,
                             env_name: env_name.clone(),
                             env: env.clone(),
                             split: split.clone(),
-                            tasks,
+                            tasks: if insertion == Insertion::Instruction { tasks } else { ablation },
                             planner: *variant,
                             insertion,
                             prompts: spec.experiment.prompt_set_name(),
@@ -551,11 +570,18 @@ fn judge_phase(b: &mut Builder, test_plans: &TestPlanNodes) -> Result<()> {
             };
             let mut inputs = Vec::new();
             let (mpo, sft) = (mpo.input(&mut inputs), sft.input(&mut inputs));
-            let model_ref = b.use_model(&j.model, &mut inputs)?;
+            let tasks = j.tasks.or(ev.tasks).or_else(|| env.task_count(split));
+            let Some(model) = &j.model else {
+                // `kind = "rule"` (validated: the built-in world).
+                let w = judge::rule::RuleJudgeWork { env_name: env_name.clone(), env: env.clone(), split: split.clone(), tasks, mpo, sft };
+                b.push(format!("{}[rule/{env_name}/{split}]", judge::rule::NAME), inputs, w);
+                continue;
+            };
+            let model_ref = b.use_model(model, &mut inputs)?;
             let w = judge::stage::JudgeWork {
                 model: model_ref,
                 env_name: env_name.clone(),
-                tasks: j.tasks.or(ev.tasks).or_else(|| env.task_count(split)),
+                tasks,
                 env: env.clone(),
                 split: split.clone(),
                 attempts: j.attempts,

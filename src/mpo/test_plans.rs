@@ -55,6 +55,8 @@ pub fn variant_name(v: PlannerVariant) -> &'static str {
         PlannerVariant::Rft => "rft",
         PlannerVariant::Mpo => "mpo",
         PlannerVariant::Prompted => "prompted",
+        PlannerVariant::Good => "good",
+        PlannerVariant::Misleading => "misleading",
     }
 }
 

@@ -376,7 +376,7 @@ impl Acc {
 /// The paper's order of well-known values; others sort after them.
 pub fn known_order(dim: &str) -> &'static [&'static str] {
     match dim {
-        "planner" => &["none", "sft", "prompted", "rft", "mpo"],
+        "planner" => &["none", "sft", "prompted", "rft", "mpo", "good", "misleading"],
         "insertion" => &["none", "instruction", "thought", "observation"],
         "split" => &["seen", "unseen"],
         "dimension" => &["correctness", "followability", "standardization", "overall"],

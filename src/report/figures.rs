@@ -366,6 +366,19 @@ fn judge_bars(f: &FigureSpec, recs: &Records, report: &ReportSpec) -> Result<Fig
         notes.insert(0, format!("judge replies that failed to parse are left out ({})", failed.join(", ")));
     }
     notes.push(format!("n, tasks judged per dimension: {}", judged_n.join(", ")));
+    for judge in recs.values_in(&idx, "judge")? {
+        if judge == crate::mpo::judge::rule::JUDGE_ID {
+            notes.push(
+                "judge `rule`: a rule judge, not a model — each plan checked against the built-in world's ground truth \
+                 (correctness: the task's object, target and appliance, search places where the object can be; \
+                 followability: the scripted plan follower's outcome; standardization: numbered abstract steps; \
+                 overall: the plan that wins more of the three)"
+                    .into(),
+            );
+        } else if !judge.is_empty() {
+            notes.push(format!("judge `{judge}`: a model given the paper's judge prompt (Fig. 13)"));
+        }
+    }
     let series = JUDGE_SERIES
         .iter()
         .enumerate()

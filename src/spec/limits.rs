@@ -123,6 +123,9 @@ pub(super) fn check(spec: &Spec, e: &mut Errors<'_>) {
         if let Some(k) = ev.tasks {
             at_most(e, "eval.tasks", k as u64, MAX_TASKS);
         }
+        if let Some(k) = ev.ablation_tasks {
+            at_most(e, "eval.ablation_tasks", k as u64, MAX_TASKS);
+        }
         at_most(e, "eval.concurrency", ev.concurrency as u64, MAX_CONCURRENCY);
         at_most(e, "eval.random_baseline", ev.random_baseline.into(), MAX_RANDOM_BASELINE);
     }

@@ -190,14 +190,31 @@ fn default_teacher_attempts() -> u32 {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JudgeSpec {
-    /// The judge (a model name; the paper: GPT-4o).
-    pub model: String,
+    /// `model` (default): a judge model compares the plans (the paper's
+    /// GPT-4o, App. E.3); `rule` (built-in world): each plan is checked
+    /// against the world's ground truth — the task's object, target and
+    /// appliance, where its object can be, the scripted follower's outcome,
+    /// the plan's form — labelled as a rule judge.
+    #[serde(default)]
+    pub kind: JudgeKind,
+    /// The judge model (a name in `[models]`); `kind = "model"` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Calls per task when a reply cannot be read.
     #[serde(default = "default_judge_attempts")]
     pub attempts: u32,
     /// Judge only the first K test tasks of each split (default: all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<usize>,
+}
+
+/// Who judges the plans (`[judge] kind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JudgeKind {
+    #[default]
+    Model,
+    Rule,
 }
 
 fn default_judge_attempts() -> u32 {
@@ -242,6 +259,22 @@ pub struct AgentSftSpec {
     /// a tiny model's attention finds them far sooner.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub single_turns: bool,
+    /// `follower` demonstrations: also show the seed plans the teacher
+    /// flawed (the follower follows them as written: a wrong appliance is
+    /// tried first, a missing step is repaired afterwards), so that the
+    /// agent learns to follow a plan whatever its quality.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flawed_plans: bool,
+    /// `follower` demonstrations: the share of the planned episodes shown
+    /// with the world's misleading plan instead of the seed plan (places
+    /// where the object never is, the wrong appliance); the follower pays
+    /// for it in steps, and only its successful episodes are kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub misleading_share: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn default_demonstrations() -> String {
@@ -372,6 +405,12 @@ pub enum PlannerVariant {
     Rft,
     Mpo,
     Prompted,
+    /// Built-in world: rule plans from the world's priors (the likeliest
+    /// places, the right appliance) — the premise checks' good plans.
+    Good,
+    /// Built-in world: rule plans that mislead (places where the object
+    /// never is, the wrong appliance) — the premise checks' flawed plans.
+    Misleading,
 }
 
 /// `[eval]`: the cross product that gets evaluated.
@@ -405,6 +444,12 @@ pub struct EvalSpec {
     /// Use only the first K tasks of each split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<usize>,
+    /// Use only the first K tasks of each split in the ablation cells —
+    /// the `rft` planner (Table 3's RFT row) and the `thought` and
+    /// `observation` positions (Table 4) — so that the headline cells can
+    /// rest on more tasks within one budget (default: as `tasks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ablation_tasks: Option<usize>,
     /// Episodes in flight at once (bounded further by each model's own
     /// concurrency).
     #[serde(default = "default_concurrency")]

@@ -87,6 +87,10 @@ pub struct ReportSpec {
     /// `reports/<experiment>/tensorboard/<stage>/` (#26).
     #[serde(default, skip_serializing_if = "is_false")]
     pub tensorboard: bool,
+    /// Markdown lines written under the report's title, e.g. a link to a
+    /// companion spec's report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -105,6 +109,7 @@ impl Default for ReportSpec {
             tables: vec![],
             figures: vec![],
             tensorboard: false,
+            notes: Vec::new(),
         }
     }
 }

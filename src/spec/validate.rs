@@ -179,8 +179,22 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
         }
     }
     if let Some(j) = &spec.judge {
-        if !spec.models.contains_key(&j.model) {
-            e.unknown("judge.model", &j.model, &model_names, "model");
+        match (j.kind, &j.model) {
+            (crate::spec::JudgeKind::Model, None) => e.push(format!(
+                "`[judge]` in {} needs `model` (a model name), or `kind = \"rule\"` on the built-in world",
+                source("judge")
+            )),
+            (crate::spec::JudgeKind::Model, Some(m)) if !spec.models.contains_key(m) => e.unknown("judge.model", m, &model_names, "model"),
+            (crate::spec::JudgeKind::Rule, Some(m)) => {
+                e.bad("judge.model", format!("\"{m}\""), "not with `kind = \"rule\"` (the rule judge is no model): remove one")
+            }
+            _ => {}
+        }
+        if j.kind == crate::spec::JudgeKind::Rule {
+            let envs = spec.eval.as_ref().map(|ev| ev.envs.clone()).unwrap_or_default();
+            if let Some(env) = envs.iter().find(|n| spec.envs.get(*n).is_some_and(|s| !s.has_scripted_players())) {
+                e.bad("judge.kind", "\"rule\"".into(), &format!("needs the built-in world, but eval env `{}` is not `kind = \"builtin\"`; judge it with a model", clip(env)));
+            }
         }
         if j.attempts == 0 {
             e.bad("judge.attempts", "0".into(), "must be >= 1");
@@ -227,8 +241,18 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
         if a.tasks == Some(0) {
             e.bad("agent_sft.tasks", "0".into(), "must be >= 1");
         }
-        if !matches!(a.demonstrations.as_str(), "expert" | "follower") {
-            e.bad("agent_sft.demonstrations", format!("\"{}\"", a.demonstrations), "allowed: \"expert\", \"follower\"");
+        if !matches!(a.demonstrations.as_str(), "expert" | "follower" | "informed_follower") {
+            e.bad("agent_sft.demonstrations", format!("\"{}\"", a.demonstrations), "allowed: \"expert\", \"follower\", \"informed_follower\"");
+        }
+        if !(0.0..=1.0).contains(&a.misleading_share) {
+            e.bad("agent_sft.misleading_share", a.misleading_share.to_string(), "must be between 0 and 1");
+        }
+        for (key, on) in [("flawed_plans", a.flawed_plans), ("misleading_share", a.misleading_share > 0.0)] {
+            if on && a.demonstrations == "expert" {
+                e.bad(&format!("agent_sft.{key}"), if key == "flawed_plans" { "true".into() } else { a.misleading_share.to_string() }, "needs `demonstrations = \"follower\"` or `\"informed_follower\"` (the expert ignores plans)");
+            } else if on && a.plan_share == 0.0 {
+                e.bad(&format!("agent_sft.{key}"), if key == "flawed_plans" { "true".into() } else { a.misleading_share.to_string() }, "needs `plan_share` > 0 (no demonstration shows a plan)");
+            }
         }
         if a.thoughts == super::Thoughts::Tracking {
             let candidates: Vec<&String> = match &a.env {
@@ -278,6 +302,18 @@ fn check(spec: &Spec, e: &mut Errors<'_>) {
         }
         if eval.tasks == Some(0) {
             e.bad("eval.tasks", "0".into(), "must be >= 1");
+        }
+        if eval.ablation_tasks == Some(0) {
+            e.bad("eval.ablation_tasks", "0".into(), "must be >= 1");
+        }
+        let rule: Vec<&str> = eval
+            .planners
+            .iter()
+            .filter(|p| matches!(p, crate::spec::PlannerVariant::Good | crate::spec::PlannerVariant::Misleading))
+            .map(|p| if *p == crate::spec::PlannerVariant::Good { "good" } else { "misleading" })
+            .collect();
+        if let (Some(p), Some(env)) = (rule.first(), eval.envs.iter().find(|n| spec.envs.get(*n).is_some_and(|s| !s.has_scripted_players()))) {
+            e.bad("eval.planners", format!("\"{p}\""), &format!("rule plans need the built-in world, but eval env `{}` is not `kind = \"builtin\"`", clip(env)));
         }
         if eval.concurrency == 0 {
             e.bad("eval.concurrency", "0".into(), "must be >= 1");

@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{ObjType, RecepType};
-use super::expert::{verb, Run};
+use super::expert::{search_order, verb, Run};
 use super::game::Game;
 use super::gen::appliance;
 use super::{Split, TaskType, NOTHING_HAPPENS};
@@ -121,10 +121,16 @@ fn resolve(g: &Game, places: &[Place]) -> Vec<u8> {
     v
 }
 
-/// Hinted places first, then every receptacle in initial-observation order.
-fn order(g: &Game, places: &[Place]) -> Vec<u8> {
+/// Hinted places first, then every receptacle: in initial-observation
+/// order (blind), or `informed` in the expert's order for `obj` (the
+/// world's location priors, minus the task's `target` type).
+fn order(g: &Game, places: &[Place], informed: Option<(ObjType, Option<RecepType>)>) -> Vec<u8> {
     let mut v = resolve(g, places);
-    for i in 0..g.recs.len() as u8 {
+    let rest: Vec<u8> = match informed {
+        Some((obj, target)) => search_order(&g.recs, obj, target),
+        None => (0..g.recs.len() as u8).collect(),
+    };
+    for i in rest {
         if !v.contains(&i) {
             v.push(i);
         }
@@ -146,7 +152,7 @@ pub fn follow_plan(
 pub fn follow_plan_on(game: &Game, plan: Option<&str>, max_steps: u32) -> EpisodeSummary {
     let hints = plan.map(parse_plan);
     let mut run = Run::new(game.clone().with_max_steps(max_steps));
-    follow(&mut run, hints.as_ref());
+    follow(&mut run, hints.as_ref(), false);
     EpisodeSummary {
         reward: if run.g.won() { 1.0 } else { 0.0 },
         steps: run.g.steps_taken(),
@@ -160,7 +166,20 @@ pub fn follower_trajectory(game: &Game, plan: Option<&str>, max_steps: u32) -> s
     let hints = plan.map(parse_plan);
     let initial_observation = game.initial_observation();
     let mut run = Run::new(game.clone().with_max_steps(max_steps));
-    follow(&mut run, hints.as_ref());
+    follow(&mut run, hints.as_ref(), false);
+    run.into_trajectory(initial_observation)
+}
+
+/// The informed follower's episode: it goes first where the plan says
+/// (places, appliance, steps as written, flaws included), and where the
+/// plan says nothing it searches like the expert, by the world's location
+/// priors. Without a plan it plays like the expert. Demonstrations of an
+/// agent that knows the world and still does what its plan says.
+pub fn informed_follower_trajectory(game: &Game, plan: Option<&str>, max_steps: u32) -> super::Trajectory {
+    let hints = plan.map(parse_plan);
+    let initial_observation = game.initial_observation();
+    let mut run = Run::new(game.clone().with_max_steps(max_steps));
+    follow(&mut run, hints.as_ref(), true);
     run.into_trajectory(initial_observation)
 }
 
@@ -219,12 +238,12 @@ fn place(run: &mut Run, obj: u8, tr: u8) -> Option<()> {
     run.act(None, a).then_some(())
 }
 
-fn follow(run: &mut Run, hints: Option<&PlanHints>) -> Option<()> {
+fn follow(run: &mut Run, hints: Option<&PlanHints>, informed: bool) -> Option<()> {
     let spec = run.g.spec.clone();
     let (tt, ot) = (spec.task_type, spec.obj);
     let empty = PlanHints::default();
     let h = hints.unwrap_or(&empty);
-    let search = order(&run.g, &h.search);
+    let search = order(&run.g, &h.search, informed.then_some((ot, spec.target)));
     let target_rec = match h.target {
         Some(Place::Instance(t, n)) if Some(t) == spec.target => run
             .g
@@ -248,7 +267,7 @@ fn follow(run: &mut Run, hints: Option<&PlanHints>) -> Option<()> {
         last_obj = Some(obj);
         match tt {
             TaskType::LookAtObjInLight => {
-                let lorder = order(&run.g, &h.lamp);
+                let lorder = order(&run.g, &h.lamp, informed.then_some((ObjType::Desklamp, None)));
                 let (lamp, _) = run.find(ObjType::Desklamp, &lorder, None, None)?;
                 let a = format!("use {}", run.g.obj_name(lamp));
                 run.act(None, a);

@@ -24,6 +24,7 @@ mod follower;
 mod game;
 mod gen;
 mod rng;
+pub mod rules;
 mod teacher;
 mod tracking;
 
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use catalog::{ObjType, RecepType, RoomKind};
 pub use expert::{expert_on, expert_trajectory, Trajectory, Turn};
-pub use follower::{follow_plan, follow_plan_on, follower_trajectory, parse_plan, EpisodeSummary, Place, PlanHints};
+pub use follower::{follow_plan, follow_plan_on, follower_trajectory, informed_follower_trajectory, parse_plan, EpisodeSummary, Place, PlanHints};
 pub use game::{Action, Game, DEFAULT_MAX_STEPS, NOTHING_HAPPENS};
 pub use teacher::{plan_for, teacher_plan, PlanFlaw, PlanQuality, TeacherPlan};
 pub use tracking::tracking_thoughts;
