@@ -115,6 +115,10 @@ pub struct McSignal {
     pub pairs: usize,
     /// Of those, ordered the same way by Q (a tie in Q counts half).
     pub concordant: f64,
+    /// Of those, the pairs Q orders (no tie in Q), and how many of them
+    /// the same way as the truth.
+    pub decided: usize,
+    pub decided_right: usize,
     /// DPO pairs (highest vs lowest Q, Q differing) whose plans differ in
     /// true quality, and how many of them chose the truly better plan.
     pub dpo_pairs: usize,
@@ -133,6 +137,15 @@ impl McSignal {
         (self.pairs > 0).then(|| {
             let p = self.concordant / self.pairs as f64;
             (p, 1.96 * (p * (1.0 - p) / self.pairs as f64).sqrt())
+        })
+    }
+
+    /// The share of the pairs Q orders that it orders right, with its
+    /// half-width (as [`McSignal::agreement`]).
+    pub fn decided_agreement(&self) -> Option<(f64, f64)> {
+        (self.decided > 0).then(|| {
+            let p = self.decided_right as f64 / self.decided as f64;
+            (p, 1.96 * (p * (1.0 - p) / self.decided as f64).sqrt())
         })
     }
 }
@@ -155,8 +168,12 @@ pub fn mc_signal(plans: &[ScoredPlan]) -> McSignal {
                 s.pairs += 1;
                 if a.q == b.q {
                     s.concordant += 0.5;
-                } else if (a.q > b.q) == (ta > tb) {
-                    s.concordant += 1.0;
+                } else {
+                    s.decided += 1;
+                    if (a.q > b.q) == (ta > tb) {
+                        s.concordant += 1.0;
+                        s.decided_right += 1;
+                    }
                 }
             }
         }
@@ -277,8 +294,19 @@ struct Episodes {
 }
 
 impl Episodes {
+    /// Reads the base variant's episodes (a sweep's other variants are
+    /// Figure 5's business).
     fn read(path: &Path) -> Result<Episodes> {
-        let df = read(path, &["stage", "split", "agent", "planner", "insertion", "plan_id", "success", "steps"])?;
+        const COLS: [&str; 8] = ["stage", "split", "agent", "planner", "insertion", "plan_id", "success", "steps"];
+        let with_variant: Vec<&str> = COLS.iter().copied().chain(["variant"]).collect();
+        let mut df = match read(path, &with_variant) {
+            Ok(df) => df,
+            Err(_) => read(path, &COLS)?,
+        };
+        if df.column("variant").is_ok() {
+            let base = df.column("variant")?.as_materialized_series().str()?.equal("base");
+            df = df.filter(&base)?;
+        }
         Ok(Episodes {
             stage: strs(&df, "stage")?,
             split: strs(&df, "split")?,
@@ -444,6 +472,17 @@ fn signal(md: &mut String, e: &Episodes, plans_path: &Path) -> Result<Option<McS
         )?,
         None => writeln!(md, "- pair agreement: no within-task pair differs in true quality;")?,
     }
+    if let Some((p, h)) = s.decided_agreement() {
+        let word = if p - h > 0.5 { "above chance" } else { "not distinguishable from chance" };
+        writeln!(
+            md,
+            "- of those pairs, Q ties on {} and orders {}; of the ordered ones it orders {} the same way as the truth: \
+             **{p:.2} ± {h:.2}** ({word});",
+            s.pairs - s.decided,
+            s.decided,
+            s.decided_right
+        )?;
+    }
     writeln!(
         md,
         "- DPO pairs (highest vs lowest Q, as `pairs` picks them): {} of the {} whose plans differ in true quality \
@@ -509,22 +548,28 @@ pub fn plainly(md: &mut String, c: &Checks) -> Result<()> {
     }
     writeln!(md, "### In short\n")?;
     let get = |a: &str, s: &str, p: &str| c.rates.get(&("eval".into(), a.into(), s.into(), p.into())).copied().filter(|r| r.n > 0);
-    let mut beats_sft = false;
+    let mut beats_sft: Vec<String> = Vec::new();
     for (agent, split) in &agents {
         let mpo = get(agent, split, "mpo").unwrap_or_default();
         let mut parts = Vec::new();
         for (other, name) in [("sft", "SFT plans"), ("none", "no plan")] {
             if let Some(o) = get(agent, split, other) {
                 let (d, h) = mpo.minus(&o);
-                beats_sft |= other == "sft" && d - h > 0.0;
+                if other == "sft" && d - h > 0.0 {
+                    beats_sft.push(format!("{agent} on {split}"));
+                }
                 parts.push(format!("vs {name} {:.2} ({} tasks): {}", o.p(), o.n, diff_cell((d, h))));
             }
         }
         writeln!(md, "- {agent} on {split}: success with MPO plans {:.2} ({} tasks); {}.", mpo.p(), mpo.n, parts.join("; "))?;
     }
     writeln!(md)?;
-    if beats_sft {
-        writeln!(md, "MPO's plans beat the SFT planner's where marked *higher* above.\n")?;
+    if !beats_sft.is_empty() {
+        writeln!(
+            md,
+            "MPO's plans beat the SFT planner's for {}; elsewhere the difference is not distinguishable from 0, or lower.\n",
+            beats_sft.join(", ")
+        )?;
         return Ok(());
     }
     writeln!(md, "MPO's plans do not beat the SFT planner's here. What the premise checks say about why:\n")?;
@@ -534,6 +579,10 @@ pub fn plainly(md: &mut String, c: &Checks) -> Result<()> {
     }
     if let Some(s) = &c.signal {
         let agree = s.agreement().map_or("no informative pair".to_string(), |(p, h)| format!("{p:.2} ± {h:.2} (chance 0.50)"));
+        let agree = match s.decided_agreement() {
+            Some((p, h)) => format!("{agree}, {p:.2} ± {h:.2} of the {} pairs it does not tie on", s.decided),
+            None => agree,
+        };
         let rho = s.spearman.map_or("undefined".into(), |r| format!("{r:.2}"));
         writeln!(
             md,
@@ -584,6 +633,8 @@ mod tests {
         let s = mc_signal(&good);
         assert_eq!((s.plans, s.tasks, s.pairs), (5, 2, 4));
         assert_eq!(s.concordant, 4.0);
+        assert_eq!((s.decided, s.decided_right), (4, 4));
+        assert_eq!(s.decided_agreement(), Some((1.0, 0.0)));
         assert_eq!((s.dpo_pairs, s.dpo_right, s.dpo_ties), (2, 2, 0));
         assert!(s.spearman.unwrap() > 0.9);
         // Reversed Q: none agrees, every DPO pair picks the worse plan.
@@ -597,6 +648,7 @@ mod tests {
         let s = mc_signal(&flat);
         assert_eq!((s.pairs, s.concordant, s.dpo_pairs, s.dpo_ties), (1, 0.5, 0, 0));
         assert_eq!(s.agreement().unwrap().0, 0.5);
+        assert_eq!((s.decided, s.decided_agreement()), (0, None));
     }
 
     #[test]
@@ -652,7 +704,7 @@ mod tests {
         assert!(md.contains("SFT 39/40 → MPO 26/40"), "{md}");
         let mut md = String::new();
         plainly(&mut md, &checks(75, 50)).unwrap();
-        assert!(md.contains("+0.25 ± 0.13 (higher)") && md.contains("beat the SFT planner's where marked"), "{md}");
+        assert!(md.contains("+0.25 ± 0.13 (higher)") && md.contains("beat the SFT planner's for agent on seen;"), "{md}");
         assert!(!md.contains("premise checks say"), "{md}");
         // No MPO cell: nothing to say.
         let mut md = String::new();

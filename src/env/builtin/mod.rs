@@ -11,7 +11,12 @@
 //! * [`expert_trajectory`] is a prior-following expert that solves every
 //!   task within 30 steps; [`teacher_plan`] turns its trajectory into an
 //!   abstract meta plan (optionally flawed); [`follow_plan`] is a scripted
-//!   plan follower used to measure how much a plan's quality matters.
+//!   plan follower used to measure how much a plan's quality matters, and
+//!   [`informed_follower_trajectory`] its informed variant (the expert's
+//!   search where the plan says nothing): demonstrations of an agent that
+//!   does what its plan says. [`plan_for`] writes good or misleading plans
+//!   from the world's priors; [`rules`] checks a plan against the task's
+//!   ground truth (the rule judge).
 //!
 //! Splits: `train` 3321, `seen` 140 (same distribution as train), `unseen`
 //! 134 (held-out layout templates only; about half its tasks use
