@@ -16,12 +16,10 @@ use anyhow::{anyhow, bail, Result};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::common::write_jsonl;
-use super::test_plans::{variant_name, TestPlan};
+use super::test_plans::{variant_name, write_plans, TestPlan};
 use crate::env::builtin::{plan_for, Game, PlanQuality};
 use crate::spec::{EnvSpec, PlannerVariant};
 use crate::stage::{Items, NodeCtx, Stage, StageOutput};
-use crate::store::table::{self, PlanRow, PLANS};
 use crate::store::ArtifactWriter;
 
 pub const NAME: &str = "rule_plans";
@@ -55,21 +53,7 @@ async fn run(w: &RulePlansWork, writer: &ArtifactWriter) -> Result<StageOutput> 
         let game = Game::from_task_id(&t.task_id).ok_or_else(|| anyhow!("unknown task `{}`", t.task_id))?;
         plans.push(TestPlan { task_id: t.task_id, plan: plan_for(&game, q) });
     }
-    write_jsonl(&writer.path("plans.jsonl"), &plans)?;
-    let rows: Vec<PlanRow> = plans
-        .iter()
-        .map(|p| PlanRow {
-            stage: NAME.into(),
-            split: Some(w.split.clone()),
-            task_id: p.task_id.clone(),
-            planner: variant_name(w.variant).into(),
-            sample: 0,
-            text: p.plan.clone(),
-            q: None,
-            n: None,
-        })
-        .collect();
-    let n = table::write_rows(&writer.path("plans.parquet"), PLANS, &rows)?;
+    let n = write_plans(writer, NAME, &w.split, w.variant, &plans)?;
     Ok(StageOutput::new(0, plans.len()).table("plans", n).file("plans.jsonl", plans.len()))
 }
 

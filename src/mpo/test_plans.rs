@@ -115,22 +115,29 @@ pub async fn run(w: &TestPlansWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> R
         })
         .await?;
     let plans: Vec<TestPlan> = results.values.iter().map(|v| serde_json::from_value(v.clone())).collect::<Result<_, _>>()?;
-    write_jsonl(&writer.path("plans.jsonl"), &plans)?;
+    let n = write_plans(writer, NAME, &w.split, w.variant, &plans)?;
+    Ok(StageOutput::new(results.reused, results.computed).table("plans", n).file("plans.jsonl", plans.len()))
+}
+
+/// Writes a split's plans, one per task, as `plans.jsonl` (what `eval`,
+/// `follower` and `judge` read) and `plans.parquet` (stage `stage`, planner
+/// the variant, sample 0); returns the rows written.
+pub fn write_plans(writer: &ArtifactWriter, stage: &str, split: &str, variant: PlannerVariant, plans: &[TestPlan]) -> Result<usize> {
+    write_jsonl(&writer.path("plans.jsonl"), plans)?;
     let rows: Vec<PlanRow> = plans
         .iter()
         .map(|p| PlanRow {
-            stage: NAME.into(),
-            split: Some(w.split.clone()),
+            stage: stage.into(),
+            split: Some(split.to_string()),
             task_id: p.task_id.clone(),
-            planner: variant_name(w.variant).into(),
+            planner: variant_name(variant).into(),
             sample: 0,
             text: p.plan.clone(),
             q: None,
             n: None,
         })
         .collect();
-    let n = table::write_rows(&writer.path("plans.parquet"), PLANS, &rows)?;
-    Ok(StageOutput::new(results.reused, results.computed).table("plans", n).file("plans.jsonl", plans.len()))
+    table::write_rows(&writer.path("plans.parquet"), PLANS, &rows)
 }
 
 /// Reads a `test_plans` artifact: task id → plan.

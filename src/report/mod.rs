@@ -279,14 +279,7 @@ fn findings(md: &mut String, recs: &Records, checks: &premise::Checks) -> Result
         let (mb, vb, nb) = stats(b);
         let d = ma - mb;
         let half = 1.96 * (va / na as f64 + vb / nb as f64).sqrt();
-        let word = if d - half > 0.0 {
-            "higher"
-        } else if d + half < 0.0 {
-            "lower"
-        } else {
-            "not distinguishable"
-        };
-        (d, half, word)
+        (d, half, premise::direction(d, half))
     };
     writeln!(md, "## Findings\n")?;
     premise::plainly(md, checks)?;

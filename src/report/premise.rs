@@ -72,15 +72,20 @@ impl Rate {
     }
 }
 
-fn diff_cell((d, h): (f64, f64)) -> String {
-    let word = if d - h > 0.0 {
+/// How a difference `d` with a 95% half-width `h` reads: its interval
+/// above 0, below 0, or containing it.
+pub fn direction(d: f64, h: f64) -> &'static str {
+    if d - h > 0.0 {
         "higher"
     } else if d + h < 0.0 {
         "lower"
     } else {
         "not distinguishable"
-    };
-    format!("{d:+.2} ± {h:.2} ({word})")
+    }
+}
+
+fn diff_cell((d, h): (f64, f64)) -> String {
+    format!("{d:+.2} ± {h:.2} ({})", direction(d, h))
 }
 
 /// A sampled plan with its Monte Carlo score and its true quality.
