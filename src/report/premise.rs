@@ -591,9 +591,14 @@ pub fn plainly(md: &mut String, c: &Checks) -> Result<()> {
         let rho = s.spearman.map_or("undefined".into(), |r| format!("{r:.2}"));
         writeln!(
             md,
-            "- Monte Carlo signal: Q orders plans of differing true quality the right way {agree}; {} of the {} DPO pairs \
-             between plans of differing quality chose the better one ({} more paired equally good plans); rank correlation {rho};",
-            s.dpo_right, s.dpo_pairs, s.dpo_ties
+            "- Monte Carlo signal: Q orders plans of differing true quality the right way {agree}; DPO learns from {} pairs \
+             of {} train tasks, and {} of the {} between plans of differing quality chose the better one (the other {} \
+             joined equally good plans); rank correlation {rho};",
+            s.dpo_pairs + s.dpo_ties,
+            s.tasks,
+            s.dpo_right,
+            s.dpo_pairs,
+            s.dpo_ties
         )?;
     }
     for (split, (sft, mpo)) in &c.drift {
@@ -705,7 +710,7 @@ mod tests {
         assert!(md.contains("success with MPO plans 0.40 (100 tasks); vs SFT plans 0.60 (100 tasks): -0.20 ± 0.14 (lower)"), "{md}");
         assert!(md.contains("do not beat the SFT planner's"), "{md}");
         assert!(md.contains("depends on the plan (good − misleading rule plans +0.40 ± 0.12)"), "{md}");
-        assert!(md.contains("1 of the 1 DPO pairs"), "{md}");
+        assert!(md.contains("DPO learns from 1 pairs of 1 train tasks, and 1 of the 1 between plans"), "{md}");
         assert!(md.contains("SFT 39/40 → MPO 26/40"), "{md}");
         let mut md = String::new();
         plainly(&mut md, &checks(75, 50)).unwrap();
