@@ -169,14 +169,14 @@ async fn run(w: &AgentSftWork, ctx: &NodeCtx, writer: &ArtifactWriter) -> Result
     let mut kept = 0usize;
     for t in &trajectories {
         let Some(info) = infos.get(&t.task_id) else { continue };
-        let with_plan = w.plan_share > 0.0
-            && (super::common::derive_seed(w.seed, &[NAME, &t.task_id]) as f64 / (u64::MAX >> 1) as f64) < w.plan_share;
+        // A seeded draw in [0, 1) per task and purpose.
+        let draw = |parts: &[&str]| super::common::derive_seed(w.seed, parts) as f64 / (u64::MAX >> 1) as f64;
+        let with_plan = w.plan_share > 0.0 && draw(&[NAME, &t.task_id]) < w.plan_share;
         let mut plan = if with_plan { seeds.get(&t.task_id).cloned() } else { None };
         let demo = if w.demonstrations == "follower" || w.demonstrations == "informed_follower" {
             let game = crate::env::builtin::Game::from_task_id(&t.task_id)
                 .ok_or_else(|| anyhow!("agent_sft: `follower` demonstrations need the built-in world (task `{}`)", t.task_id))?;
-            let draw = super::common::derive_seed(w.seed, &[NAME, "misleading", &t.task_id]) as f64 / (u64::MAX >> 1) as f64;
-            if plan.is_some() && draw < w.misleading_share {
+            if plan.is_some() && draw(&[NAME, "misleading", &t.task_id]) < w.misleading_share {
                 plan = Some(crate::env::builtin::plan_for(&game, crate::env::builtin::PlanQuality::Misleading));
             }
             if w.demonstrations == "follower" {

@@ -571,11 +571,15 @@ fn judge_phase(b: &mut Builder, test_plans: &TestPlanNodes) -> Result<()> {
             let mut inputs = Vec::new();
             let (mpo, sft) = (mpo.input(&mut inputs), sft.input(&mut inputs));
             let tasks = j.tasks.or(ev.tasks).or_else(|| env.task_count(split));
-            let Some(model) = &j.model else {
-                // `kind = "rule"` (validated: the built-in world).
-                let w = judge::rule::RuleJudgeWork { env_name: env_name.clone(), env: env.clone(), split: split.clone(), tasks, mpo, sft };
-                b.push(format!("{}[rule/{env_name}/{split}]", judge::rule::NAME), inputs, w);
-                continue;
+            let model = match (j.kind, &j.model) {
+                (crate::spec::JudgeKind::Model, Some(model)) => model,
+                (crate::spec::JudgeKind::Model, None) => bail!("`[judge]` needs `model` (a model name), or `kind = \"rule\"`"),
+                (crate::spec::JudgeKind::Rule, _) => {
+                    // Validated: the built-in world, and no model.
+                    let w = judge::rule::RuleJudgeWork { env_name: env_name.clone(), env: env.clone(), split: split.clone(), tasks, mpo, sft };
+                    b.push(format!("{}[rule/{env_name}/{split}]", judge::rule::NAME), inputs, w);
+                    continue;
+                }
             };
             let model_ref = b.use_model(model, &mut inputs)?;
             let w = judge::stage::JudgeWork {

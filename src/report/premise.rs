@@ -353,6 +353,32 @@ pub struct Checks {
     pub drift: BTreeMap<String, (Rate, Rate)>,
 }
 
+/// The plans the checks read (`plans.parquet`), read once.
+struct Plans {
+    stage: Vec<String>,
+    planner: Vec<String>,
+    split: Vec<String>,
+    task: Vec<String>,
+    sample: Vec<u64>,
+    q: Vec<Option<f64>>,
+    text: Vec<String>,
+}
+
+impl Plans {
+    fn read(path: &Path) -> Result<Plans> {
+        let df = read(path, &["stage", "planner", "split", "task_id", "sample", "q", "text"])?;
+        Ok(Plans {
+            stage: strs(&df, "stage")?,
+            planner: strs(&df, "planner")?,
+            split: strs(&df, "split")?,
+            task: strs(&df, "task_id")?,
+            sample: u64s(&df, "sample")?,
+            q: f64s(&df, "q")?,
+            text: strs(&df, "text")?,
+        })
+    }
+}
+
 /// Writes `## Premise checks` from the collated results in `results`;
 /// writes nothing when the run has none of their inputs.
 pub fn section(md: &mut String, results: &Path) -> Result<Checks> {
@@ -375,8 +401,9 @@ pub fn section(md: &mut String, results: &Path) -> Result<Checks> {
     )?;
     checks.sensitivity = sensitivity(md, &rates)?;
     if let (Some(e), true) = (&episodes, plans_path.exists()) {
-        checks.signal = signal(md, e, &plans_path)?;
-        checks.drift = drift(md, &rates, &plans_path)?;
+        let plans = Plans::read(&plans_path)?;
+        checks.signal = signal(md, e, &plans)?;
+        checks.drift = drift(md, &rates, &plans)?;
     }
     Ok(checks)
 }
@@ -440,7 +467,7 @@ fn sensitivity(md: &mut String, rates: &BTreeMap<(String, String, String, String
     Ok(out)
 }
 
-fn signal(md: &mut String, e: &Episodes, plans_path: &Path) -> Result<Option<McSignal>> {
+fn signal(md: &mut String, e: &Episodes, p: &Plans) -> Result<Option<McSignal>> {
     writeln!(md, "### 2. Monte Carlo signal\n")?;
     // plan_id → the follower's outcome with that sampled plan.
     let mut truth: HashMap<&str, (bool, u64)> = HashMap::new();
@@ -449,8 +476,7 @@ fn signal(md: &mut String, e: &Episodes, plans_path: &Path) -> Result<Option<McS
             truth.insert(e.plan_id[i].as_str(), (e.success[i], e.steps[i]));
         }
     }
-    let df = read(plans_path, &["stage", "task_id", "sample", "q"])?;
-    let (stage, task, sample, q) = (strs(&df, "stage")?, strs(&df, "task_id")?, u64s(&df, "sample")?, f64s(&df, "q")?);
+    let (stage, task, sample, q) = (&p.stage, &p.task, &p.sample, &p.q);
     let mut plans = Vec::new();
     for i in 0..stage.len() {
         let Some(q) = q[i].filter(|_| stage[i] == "sample_plans") else { continue };
@@ -501,11 +527,9 @@ fn signal(md: &mut String, e: &Episodes, plans_path: &Path) -> Result<Option<McS
     Ok(Some(s))
 }
 
-fn drift(md: &mut String, rates: &BTreeMap<(String, String, String, String), Rate>, plans_path: &Path) -> Result<BTreeMap<String, (Rate, Rate)>> {
+fn drift(md: &mut String, rates: &BTreeMap<(String, String, String, String), Rate>, p: &Plans) -> Result<BTreeMap<String, (Rate, Rate)>> {
     let mut out = BTreeMap::new();
-    let df = read(plans_path, &["stage", "planner", "split", "task_id", "text"])?;
-    let (stage, planner, split, task, text) =
-        (strs(&df, "stage")?, strs(&df, "planner")?, strs(&df, "split")?, strs(&df, "task_id")?, strs(&df, "text")?);
+    let (stage, planner, split, task, text) = (&p.stage, &p.planner, &p.split, &p.task, &p.text);
     // (split, planner) → plans naming the task's object.
     let mut named: BTreeMap<(String, String), Rate> = BTreeMap::new();
     for i in 0..stage.len() {
